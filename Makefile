@@ -1,0 +1,23 @@
+# The two commands a newcomer needs: `make up` and `make test`. Each does its own set-up.
+.PHONY: up test bench bench-quick lint fmt clean
+
+up:
+	bash scripts/up.sh
+
+test:
+	bash scripts/test.sh
+
+bench:
+	bash scripts/bench.sh
+
+bench-quick:
+	BENCH_QUICK=1 bash scripts/bench.sh
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+fmt:
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+clean:
+	rm -rf .dev .venv tests/node/node_modules bench/results

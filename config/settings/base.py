@@ -1,0 +1,168 @@
+"""Settings shared by every environment. Everything comes from the environment via one `environ.Env()`."""
+
+from pathlib import Path
+
+import environ
+from kombu import Exchange, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = environ.Env()
+
+# --- Django ---------------------------------------------------------------
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-local-only")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "crm",
+    "messaging_events",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:54329/crm")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Logging --------------------------------------------------------------
+# LOG_FORMAT=json gives one JSON object per line; the default is key=value text. Both are greppable.
+LOG_FORMAT = env("LOG_FORMAT", default="text")
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {"()": "messaging_events.logging.StructuredFormatter", "fmt": LOG_FORMAT},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "celery": {"level": "INFO"},
+    },
+}
+
+# --- Celery ---------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:63799/0")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+# A message is acknowledged only after its task ran, and a worker that dies mid-task
+# hands the message back: together with the inbox this gives at-least-once delivery
+# and exactly-once effects.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message carries a batch of up to BRIDGE_BATCH_SIZE events, so a prefetch of 1
+# already keeps a child busy; a larger prefetch would let a child hold `low` batches
+# while a `high` batch waits in Redis. See docs/decisions.md.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+CELERY_QUEUE_NAMES = ("high", "normal", "low")
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
+CELERY_TASK_DEFAULT_QUEUE = "normal"
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # kombu >= 5.7 polls the queues in the order given to -Q: high, then normal, then low.
+    "queue_order_strategy": "priority",
+    # An unacknowledged message returns to its queue after this many seconds.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-parked-events": {
+        "task": "messaging_events.sweep_parked_events",
+        "schedule": env.float("PARKED_SWEEP_INTERVAL_S", default=60.0),
+        "options": {"queue": "normal"},
+    },
+    "refresh-pending-engagement-scores": {
+        "task": "crm.refresh_pending_engagement_scores",
+        "schedule": env.float("ENGAGEMENT_SWEEP_INTERVAL_S", default=30.0),
+        "options": {"queue": "low"},
+    },
+}
+
+# --- BullMQ source (the Messaging service's queue) -------------------------
+BULLMQ_REDIS_URL = env("BULLMQ_REDIS_URL", default="redis://127.0.0.1:63799/1")
+BULLMQ_QUEUE = env("BULLMQ_QUEUE", default="crm-events")
+BULLMQ_PREFIX = env("BULLMQ_PREFIX", default="bull")
+BULLMQ_LOCK_DURATION_MS = env.int("BULLMQ_LOCK_DURATION_MS", default=30_000)
+BULLMQ_STALLED_INTERVAL_MS = env.int("BULLMQ_STALLED_INTERVAL_MS", default=30_000)
+
+# --- Bridge ---------------------------------------------------------------
+BRIDGE_BATCH_SIZE = env.int("BRIDGE_BATCH_SIZE", default=50)
+BRIDGE_LINGER_MS = env.int("BRIDGE_LINGER_MS", default=20)
+BRIDGE_CONCURRENCY = env.int("BRIDGE_CONCURRENCY", default=100)
+BRIDGE_MAX_JOB_BYTES = env.int("BRIDGE_MAX_JOB_BYTES", default=64 * 1024)
+BRIDGE_PUBLISH_RETRY_MAX_S = env.float("BRIDGE_PUBLISH_RETRY_MAX_S", default=10.0)
+BRIDGE_SHUTDOWN_TIMEOUT_S = env.float("BRIDGE_SHUTDOWN_TIMEOUT_S", default=20.0)
+BRIDGE_STATS_INTERVAL_S = env.float("BRIDGE_STATS_INTERVAL_S", default=10.0)
+
+# --- Event processing -----------------------------------------------------
+EVENT_TASK_MAX_RETRIES = env.int("EVENT_TASK_MAX_RETRIES", default=5)
+EVENT_TASK_RETRY_BACKOFF_MAX_S = env.int("EVENT_TASK_RETRY_BACKOFF_MAX_S", default=60)
+PARKED_EVENT_MAX_AGE_S = env.int("PARKED_EVENT_MAX_AGE_S", default=7 * 24 * 3600)
+
+# --- CRM rules ------------------------------------------------------------
+PHONE_DEFAULT_REGION = env("PHONE_DEFAULT_REGION", default="ZA")
+HARD_BOUNCE_OPT_OUT_THRESHOLD = env.int("HARD_BOUNCE_OPT_OUT_THRESHOLD", default=2)
+HARD_BOUNCE_WINDOW_DAYS = env.int("HARD_BOUNCE_WINDOW_DAYS", default=90)
+SMS_OPT_OUT_KEYWORDS = env.list(
+    "SMS_OPT_OUT_KEYWORDS",
+    default=["STOP", "UNSUBSCRIBE", "STOPALL", "CANCEL", "END", "QUIT", "OPT OUT"],
+)
+ENGAGEMENT_HALF_LIFE_DAYS = env.float("ENGAGEMENT_HALF_LIFE_DAYS", default=30.0)
+ENGAGEMENT_REFRESH_DELAY_S = env.float("ENGAGEMENT_REFRESH_DELAY_S", default=5.0)
+
+# --- Operations -----------------------------------------------------------
+STATUS_MAX_WAITING_AGE_S = env.int("STATUS_MAX_WAITING_AGE_S", default=300)
+STATUS_MAX_FAILED_JOBS = env.int("STATUS_MAX_FAILED_JOBS", default=0)
+STATUS_MAX_QUEUE_DEPTH = env.int("STATUS_MAX_QUEUE_DEPTH", default=100_000)
+STATUS_MAX_PARKED_AGE_S = env.int("STATUS_MAX_PARKED_AGE_S", default=24 * 3600)
+FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="")

@@ -1,0 +1,272 @@
+from django.conf import settings
+from django.db import models
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "email"
+    SMS = "sms", "sms"
+    PUSH = "push", "push"
+    WHATSAPP = "whatsapp", "whatsapp"
+
+
+class Tenant(models.Model):
+    """A Messaging tenant. `external_id` is the producer's `tenantId`."""
+
+    external_id = models.CharField(max_length=128, unique=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    staff = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="crm_tenants")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name or self.external_id
+
+
+class Profile(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="profiles")
+    first_name = models.CharField(max_length=200, blank=True, default="")
+    last_name = models.CharField(max_length=200, blank=True, default="")
+    email = models.CharField(max_length=320, blank=True, default="", help_text="Trimmed and lower-cased.")
+    phone = models.CharField(max_length=32, blank=True, default="", help_text="E.164.")
+    email_verified = models.BooleanField(null=True, blank=True)
+    phone_verified = models.BooleanField(null=True, blank=True)
+    # Tri-state: None means the Messaging service has made no statement.
+    email_opt_in = models.BooleanField(null=True, blank=True)
+    sms_opt_in = models.BooleanField(null=True, blank=True)
+    push_opt_in = models.BooleanField(null=True, blank=True)
+    whatsapp_opt_in = models.BooleanField(null=True, blank=True)
+    engagement_score = models.FloatField(default=0.0)
+    engagement_breakdown = models.JSONField(default=dict, blank=True)
+    engagement_scored_at = models.DateTimeField(null=True, blank=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    last_email_open_at = models.DateTimeField(null=True, blank=True)
+    # Who set each identity field and when: {"email": {"by": "event"|"staff", "at": iso, "event": key}}.
+    # The earliest event's value wins whatever the arrival order; staff edits are never overwritten.
+    field_sources = models.JSONField(default=dict, blank=True)
+    # Created by an event that named an unknown contact; merges into a real profile
+    # when `contact.created` resolves to one.
+    is_stub = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "email"], name="profile_tenant_email"),
+            models.Index(fields=["tenant", "phone"], name="profile_tenant_phone"),
+        ]
+
+    def __str__(self) -> str:
+        name = f"{self.first_name} {self.last_name}".strip()
+        return name or f"Profile #{self.pk}"
+
+    def opt_in(self, channel: str) -> bool | None:
+        return getattr(self, f"{channel}_opt_in")
+
+
+class ContactLink(models.Model):
+    """Ties a Messaging `contactId` to a profile. A contactId links to at most one profile."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="contact_links")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="contact_links")
+    messaging_contact_id = models.CharField(max_length=128, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.messaging_contact_id
+
+
+class ActivityType(models.TextChoices):
+    CONSENT_OPTED_IN = "CONSENT_OPTED_IN"
+    CONSENT_OPTED_OUT = "CONSENT_OPTED_OUT"
+    MESSAGE_SENT = "MESSAGE_SENT"
+    MESSAGE_DELIVERED = "MESSAGE_DELIVERED"
+    MESSAGE_FAILED = "MESSAGE_FAILED"
+    MESSAGE_BOUNCED = "MESSAGE_BOUNCED"
+    EMAIL_OPENED = "EMAIL_OPENED"
+    EMAIL_CLICKED = "EMAIL_CLICKED"
+    SMS_REPLIED = "SMS_REPLIED"
+    PROFILE_UPDATED = "PROFILE_UPDATED"
+    PROFILE_MERGED = "PROFILE_MERGED"
+
+
+class Activity(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="activities")
+    type = models.CharField(max_length=32, choices=ActivityType.choices)
+    occurred_at = models.DateTimeField()
+    data = models.JSONField(default=dict, blank=True)
+    source_event = models.ForeignKey(
+        "messaging_events.InboundEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [models.Index(fields=["profile", "type", "occurred_at"], name="activity_profile_type_at")]
+        verbose_name_plural = "activities"
+
+    def __str__(self) -> str:
+        return f"{self.type} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class ConsentSource(models.TextChoices):
+    MESSAGING_EVENT = "messaging_event", "Messaging event"
+    BOUNCE_AUTOMATION = "bounce_automation", "bounce automation"
+    SMS_KEYWORD = "sms_keyword", "SMS keyword"
+    ADMIN = "admin", "admin"
+
+
+class MarketingConsent(models.Model):
+    """Current consent per profile and channel: the latest statement in the ledger by occurred-at."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="consents")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    opted_in = models.BooleanField(null=True)
+    changed_at = models.DateTimeField(null=True, help_text="Occurred-at of the deciding statement.")
+    source = models.CharField(max_length=32, choices=ConsentSource.choices, blank=True, default="")
+    deciding_change = models.ForeignKey("ConsentChange", null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["profile", "channel"], name="consent_profile_channel")]
+
+    def __str__(self) -> str:
+        return f"{self.channel}: {self.opted_in}"
+
+
+class ConsentChange(models.Model):
+    """Append-only ledger of every consent statement the CRM received, applied or not."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="consent_changes")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    opted_in = models.BooleanField()
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=32, choices=ConsentSource.choices)
+    source_event = models.ForeignKey(
+        "messaging_events.InboundEvent", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    lawful_basis = models.CharField(max_length=300, blank=True, default="")
+    # Older than the decision in force when it arrived, so it did not change the current state.
+    superseded = models.BooleanField(default=False)
+    # Ordering key for statements with the same occurred_at: makes last-writer-wins deterministic.
+    tiebreak = models.CharField(max_length=160)
+
+    class Meta:
+        ordering = ["occurred_at", "tiebreak"]
+        indexes = [models.Index(fields=["profile", "channel", "occurred_at"], name="consent_change_lookup")]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "channel", "tiebreak"], name="consent_change_once"),
+        ]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None and not kwargs.pop("allow_update", False):
+            raise ValueError("The consent ledger is append-only.")
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        verb = "opt-in" if self.opted_in else "opt-out"
+        return f"{self.channel} {verb} @ {self.occurred_at:%Y-%m-%d %H:%M} ({self.source})"
+
+
+class InteractionType(models.TextChoices):
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+    BOUNCED = "BOUNCED"
+    OPENED = "OPENED"
+    CLICKED = "CLICKED"
+
+
+class CampaignInteraction(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="interactions")
+    message_id = models.CharField(max_length=128)
+    type = models.CharField(max_length=16, choices=InteractionType.choices)
+    campaign_id = models.CharField(max_length=128, blank=True, default="")
+    template_id = models.CharField(max_length=128, blank=True, default="")
+    channel = models.CharField(max_length=16, blank=True, default="")
+    count = models.PositiveIntegerField(default=1)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "message_id", "type"], name="interaction_once_per_type"),
+        ]
+        indexes = [models.Index(fields=["profile", "type"], name="interaction_profile_type")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.message_id} x{self.count}"
+
+
+class AttributionEvent(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="attributions")
+    source_event = models.OneToOneField(
+        "messaging_events.InboundEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    campaign_id = models.CharField(max_length=128, blank=True, default="")
+    message_id = models.CharField(max_length=128, blank=True, default="")
+    link_id = models.CharField(max_length=128, blank=True, default="")
+    link_url = models.TextField(blank=True, default="")
+    utm_source = models.CharField(max_length=200, blank=True, default="")
+    utm_medium = models.CharField(max_length=200, blank=True, default="")
+    utm_campaign = models.CharField(max_length=200, blank=True, default="")
+    utm_term = models.CharField(max_length=200, blank=True, default="")
+    utm_content = models.CharField(max_length=200, blank=True, default="")
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-occurred_at"]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id or self.utm_campaign} {self.link_id}"
+
+
+class Segment(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="segments")
+    name = models.CharField(max_length=200)
+    required_consent_channel = models.CharField(max_length=16, choices=Channel.choices, blank=True, default="")
+    min_engagement_score = models.FloatField(null=True, blank=True)
+    require_verified_email = models.BooleanField(default=False)
+    members = models.ManyToManyField(Profile, through="SegmentMembership", related_name="segments")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="segment_name_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SegmentMembership(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="segment_memberships")
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["segment", "profile"], name="segment_member_once")]
+
+
+class PendingScoreRefresh(models.Model):
+    """Profiles whose engagement score awaits recomputation. One row per profile coalesces many events."""
+
+    profile = models.OneToOneField(Profile, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+
+class HardBounce(models.Model):
+    """Hard bounces per profile, the input of the bounce opt-out automation."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="hard_bounces")
+    message_id = models.CharField(max_length=128)
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["profile", "message_id"], name="hard_bounce_once")]
+
+

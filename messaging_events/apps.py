@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class MessagingEventsConfig(AppConfig):
+    name = "messaging_events"
+    verbose_name = "Messaging events"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,1 @@
+"""The Messaging service's event contract: types, priorities, payload schemas and job parsing."""

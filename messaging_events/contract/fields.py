@@ -1,0 +1,76 @@
+"""Validated field types shared by the payload schemas."""
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import phonenumbers
+from django.conf import settings
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
+
+_IDENTIFIER = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
+# A timestamp further ahead than this is a producer bug; accepting it would let one
+# event pin a consent decision forever under last-writer-wins.
+MAX_CLOCK_SKEW = timedelta(hours=24)
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _identifier(value: object) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ValueError("must be a string of 1 to 128 characters without spaces or control characters")
+    return value
+
+
+def normalise_email(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    candidate = value.strip().lower()
+    try:
+        validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"is not a valid email address ({exc})") from None
+    return candidate
+
+
+def normalise_phone(value: object) -> str:
+    if not isinstance(value, str) or len(value) > 32:
+        raise ValueError("must be a string of at most 32 characters")
+    try:
+        number = phonenumbers.parse(value, settings.PHONE_DEFAULT_REGION)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"is not a phone number ({exc})") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("is not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_timestamp(value: object) -> datetime:
+    """ISO 8601 with a time zone, between 2000 and a day from now."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValueError("must be an ISO 8601 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise ValueError("must carry a time zone (for example a trailing Z)")
+    return check_timestamp_range(parsed.astimezone(UTC))
+
+
+def check_timestamp_range(value: datetime) -> datetime:
+    if value < EARLIEST_TIMESTAMP:
+        raise ValueError("is before 2000-01-01")
+    if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError("is more than 24 hours in the future")
+    return value
+
+
+Identifier = Annotated[str, BeforeValidator(_identifier)]
+Email = Annotated[str, BeforeValidator(normalise_email)]
+Phone = Annotated[str, BeforeValidator(normalise_phone)]
+Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+LongText = Annotated[str, StringConstraints(max_length=4000)]
+Url = Annotated[str, StringConstraints(max_length=4000), AfterValidator(lambda v: v.strip())]

@@ -1,0 +1,225 @@
+"""From a BullMQ job to a typed event, or to a rejection that says why not.
+
+The bridge and the workers call the same `parse_job`, so a job is judged one way.
+A `BridgedJob` is what one BullMQ job becomes inside a Celery message: plain JSON.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from pydantic import ValidationError
+
+from messaging_events.contract.fields import check_timestamp_range
+from messaging_events.contract.routing import REJECTION_PRIORITY, EventType, Priority, event_type_from_name, priority_for
+from messaging_events.contract.schemas import OCCURRED_AT_FIELD, SCHEMAS, Payload
+
+MAX_ERROR_LENGTH = 2000
+
+
+class BridgedJob(TypedDict, total=False):
+    id: str
+    name: str
+    timestamp: int  # BullMQ job timestamp, milliseconds since the epoch
+    attemptsMade: int
+    data: Any
+    # Set by the bridge when it must not forward the data itself (for example oversized);
+    # `key` then carries the identity computed from the full data.
+    rejection: str | None
+    key: str | None
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    job_id: str
+    name: str
+    timestamp: datetime | None
+    attempts_made: int
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    priority: Priority
+    idempotency_key: str
+    tenant_ref: str  # the tenant the job names, "" when it names none
+    contact_id: str
+    occurred_at: datetime
+    payload: Payload
+    job: JobMeta
+    raw: Any
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    event_type: str
+    priority: Priority
+    idempotency_key: str
+    tenant_ref: str
+    contact_id: str
+    job: JobMeta
+    raw: Any
+
+
+class _Invalid(Exception):
+    pass
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def content_key(name: str, data: Any) -> str:
+    """The identity of an event without an `eventId`: a hash of its type and canonical data.
+
+    Never BullMQ's job id, which restarts from 1 if Redis loses its data.
+    """
+    digest = hashlib.sha256(f"{name}\n{canonical_json(data)}".encode()).hexdigest()
+    return f"sha256:{digest}"
+
+
+def _job_meta(job: BridgedJob) -> JobMeta:
+    timestamp = job.get("timestamp")
+    when = None
+    if isinstance(timestamp, int | float) and timestamp > 0:
+        when = datetime.fromtimestamp(timestamp / 1000, UTC)
+    attempts = job.get("attemptsMade")
+    return JobMeta(
+        job_id=str(job.get("id") or ""),
+        name=str(job.get("name") or ""),
+        timestamp=when,
+        attempts_made=attempts if isinstance(attempts, int) else 0,
+    )
+
+
+def _short_str(value: Any) -> str:
+    return value if isinstance(value, str) and 0 < len(value) <= 128 else ""
+
+
+def _payload_of(data: Any) -> dict | None:
+    if isinstance(data, dict) and isinstance(data.get("payload"), dict):
+        return data["payload"]
+    return None
+
+
+def _stated_event_id(data: Any) -> str:
+    payload = _payload_of(data) or {}
+    candidate = payload.get("eventId", data.get("eventId") if isinstance(data, dict) else None)
+    return _short_str(candidate)
+
+
+def identity_of(name: str, data: Any) -> str:
+    """Idempotency key: the producer's `eventId` when there is one, else the content hash."""
+    return _stated_event_id(data) or content_key(name, data)
+
+
+def _stated_tenant(data: Any) -> str:
+    if not isinstance(data, dict):
+        return ""
+    payload = _payload_of(data) or {}
+    return _short_str(data.get("tenantId")) or _short_str(payload.get("tenantId"))
+
+
+def _stated_contact(data: Any) -> str:
+    if not isinstance(data, dict):
+        return ""
+    payload = _payload_of(data) or {}
+    identity = data.get("identity") if isinstance(data.get("identity"), dict) else {}
+    return _short_str(payload.get("contactId")) or _short_str(identity.get("messagingContactId"))
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:10]:
+        location = ".".join(str(p) for p in error["loc"]) or "payload"
+        parts.append(f"payload.{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _agree(label: str, *values: Any) -> str:
+    stated = {v for v in values if v not in (None, "")}
+    if len(stated) > 1:
+        raise _Invalid(f"{label} disagree: {', '.join(sorted(map(str, stated)))}")
+    return stated.pop() if stated else ""
+
+
+def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
+    event_type = event_type_from_name(meta.name)
+    if event_type is None:
+        raise _Invalid(f"unknown event type {meta.name[:100]!r}")
+    data = job.get("data")
+    if not isinstance(data, dict):
+        raise _Invalid(f"job data must be a JSON object, got {type(data).__name__}")
+    raw_payload = data.get("payload")
+    if not isinstance(raw_payload, dict):
+        raise _Invalid("job data has no `payload` object")
+    stated_type = data.get("type")
+    if stated_type is not None and event_type_from_name(str(stated_type)) != event_type:
+        raise _Invalid(f"job name {meta.name!r} and data.type {str(stated_type)[:100]!r} disagree")
+    try:
+        payload = SCHEMAS[event_type].model_validate(raw_payload)
+    except ValidationError as exc:
+        raise _Invalid(_format_validation_error(exc)) from None
+
+    identity = data.get("identity")
+    if identity is not None and not isinstance(identity, dict):
+        raise _Invalid("data.identity must be an object")
+    identity_contact = (identity or {}).get("messagingContactId")
+    if identity_contact is not None and not _short_str(identity_contact):
+        raise _Invalid("data.identity.messagingContactId must be a string of 1 to 128 characters")
+    contact_id = _agree("contact ids in payload.contactId and identity.messagingContactId", payload.contactId, identity_contact)
+    if not contact_id:
+        raise _Invalid("names no contact (payload.contactId or identity.messagingContactId)")
+    top_tenant = data.get("tenantId")
+    if top_tenant is not None and not _short_str(top_tenant):
+        raise _Invalid("data.tenantId must be a string of 1 to 128 characters")
+    tenant_ref = _agree("tenant ids in data.tenantId and payload.tenantId", top_tenant, payload.tenantId)
+
+    occurred_at = None
+    if field := OCCURRED_AT_FIELD.get(event_type):
+        occurred_at = getattr(payload, field)
+    if occurred_at is None:
+        # Contact events carry no time of their own: the job's timestamp is when it happened.
+        if meta.timestamp is None:
+            raise _Invalid("no occurred-at: neither a payload timestamp nor a job timestamp")
+        try:
+            occurred_at = check_timestamp_range(meta.timestamp)
+        except ValueError as exc:
+            raise _Invalid(f"job timestamp {exc}") from None
+
+    return Event(
+        type=event_type,
+        priority=priority_for(event_type),
+        idempotency_key=identity_of(event_type.value, data),
+        tenant_ref=tenant_ref,
+        contact_id=contact_id,
+        occurred_at=occurred_at,
+        payload=payload,
+        job=meta,
+        raw=data,
+    )
+
+
+def parse_job(job: BridgedJob) -> Event | Rejection:
+    meta = _job_meta(job)
+    data = job.get("data")
+    reason = job.get("rejection")
+    if not reason:
+        try:
+            return _parse_valid(job, meta)
+        except _Invalid as exc:
+            reason = str(exc)
+    event_type = event_type_from_name(meta.name)
+    return Rejection(
+        reason=reason[:MAX_ERROR_LENGTH],
+        event_type=(event_type.value if event_type else meta.name[:64]) or "(no name)",
+        priority=priority_for(event_type) if event_type else REJECTION_PRIORITY,
+        idempotency_key=job.get("key") or identity_of(event_type.value if event_type else meta.name, data),
+        tenant_ref=_stated_tenant(data),
+        contact_id=_stated_contact(data),
+        job=meta,
+        raw=data,
+    )

@@ -1,0 +1,48 @@
+"""Thin Celery tasks: they hand events to the inbox service and own only retry and failure policy."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+
+from messaging_events.contract.jobs import BridgedJob
+from messaging_events.services import inbox, parking
+
+logger = logging.getLogger(__name__)
+
+
+def _retry_countdown(retries: int) -> int:
+    return min(2 ** (retries + 1), settings.EVENT_TASK_RETRY_BACKOFF_MAX_S)
+
+
+@shared_task(bind=True, name="messaging_events.apply_event_batch", max_retries=None)
+def apply_event_batch(self, jobs: list[BridgedJob], replay: bool = False) -> dict[str, int]:
+    """Apply a batch of bridged BullMQ jobs; each event commits on its own."""
+    result = inbox.process_batch(jobs, replay=replay)
+    if result.linked_contact_ids:
+        contact_ids = sorted(result.linked_contact_ids)
+        transaction.on_commit(lambda: parking.schedule_unpark(contact_ids))
+    if result.transient:
+        failed_jobs = [job for job, _ in result.transient]
+        if self.request.retries < settings.EVENT_TASK_MAX_RETRIES:
+            countdown = _retry_countdown(self.request.retries)
+            logger.warning("batch_retry events=%d countdown=%ds", len(failed_jobs), countdown)
+            queue = (self.request.delivery_info or {}).get("routing_key") or "normal"
+            raise self.retry(args=[failed_jobs], kwargs={"replay": replay}, countdown=countdown, queue=queue)
+        for job, error in result.transient:
+            inbox.record_failure(job, f"gave up after {self.request.retries} retries: {error}")
+        result.statuses["failed"] = result.statuses.get("failed", 0) + len(result.transient)
+    return result.statuses
+
+
+@shared_task(name="messaging_events.unpark_contact_events")
+def unpark_contact_events(contact_ids: list[str]) -> int:
+    """Re-apply events that were parked waiting for these contacts."""
+    return parking.unpark_contacts(contact_ids)
+
+
+@shared_task(name="messaging_events.sweep_parked_events")
+def sweep_parked_events() -> dict[str, int]:
+    """Safety net: apply parked events whose contact is now known, expire the ones too old."""
+    return parking.sweep()

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Project-local PostgreSQL and Redis, with their data under $STACK_DIR.
+# Sourced by the other scripts; every function is idempotent.
+#
+#   STACK_DIR   where data, logs and pid files live   (default .dev)
+#   PG_PORT     PostgreSQL port on 127.0.0.1            (default 54329)
+#   REDIS_PORT  Redis port on 127.0.0.1                 (default 63799)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${STACK_DIR:-$ROOT/.dev}"
+case "$STACK_DIR" in /*) ;; *) STACK_DIR="$ROOT/$STACK_DIR" ;; esac
+PG_PORT="${PG_PORT:-54329}"
+REDIS_PORT="${REDIS_PORT:-63799}"
+PG_DB="${PG_DB:-crm}"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    as_root apt-get update -qq
+    _APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_bin() {
+  # Debian's packages keep the server binaries off PATH.
+  if command -v initdb >/dev/null 2>&1; then
+    dirname "$(command -v initdb)"
+    return
+  fi
+  local found
+  found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  [ -n "$found" ] && echo "$found"
+}
+
+pg_tool() {
+  # The client tools may live apart from the server binaries (Debian's wrappers in /usr/bin).
+  local bin
+  bin="$(pg_bin)"
+  if [ -x "$bin/$1" ]; then echo "$bin/$1"; else command -v "$1"; fi
+}
+
+ensure_system_packages() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ -n "$(pg_bin)" ] || missing+=(postgresql)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+  # Debian starts a system redis on 6379 when it installs one; we never use it.
+}
+
+# initdb refuses to run as root, so root runs PostgreSQL as the `postgres` user.
+pg_user() {
+  if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
+}
+
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+start_postgres() {
+  local bin data="$STACK_DIR/pg"
+  bin="$(pg_bin)"
+  mkdir -p "$STACK_DIR"
+  if [ "$(id -u)" -eq 0 ]; then chown "$(pg_user)" "$STACK_DIR"; fi
+  if [ ! -s "$data/PG_VERSION" ]; then
+    log "initdb $data"
+    as_pg "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "postgres already running on $PG_PORT"
+  else
+    log "starting postgres on 127.0.0.1:$PG_PORT"
+    as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c shared_buffers=256MB -c fsync=on" >/dev/null
+  fi
+  "$(pg_tool psql)" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1 \
+    || "$(pg_tool createdb)" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$PG_DB"
+}
+
+stop_postgres() {
+  local bin data="$STACK_DIR/pg"
+  bin="$(pg_bin)"
+  [ -s "$data/PG_VERSION" ] || return 0
+  as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+start_redis() {
+  local dir="$STACK_DIR/redis"
+  mkdir -p "$dir"
+  if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    log "redis already running on $REDIS_PORT"
+    return
+  fi
+  log "starting redis on 127.0.0.1:$REDIS_PORT"
+  # BullMQ and Celery both need every key kept: AOF persistence and no eviction.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" \
+    --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
+    --save "" --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  for _ in $(seq 1 50); do
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  log "redis did not start; see $dir/redis.log"
+  return 1
+}
+
+stop_redis() {
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+}
+
+stack_env() {
+  # The URLs the Django settings read; Redis db 0 is Celery's, db 1 holds the BullMQ queues.
+  echo "export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$PG_DB"
+  echo "export CELERY_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/0"
+  echo "export BULLMQ_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/1"
+}
+
+ensure_venv() {
+  local venv="$ROOT/.venv" req="${1:-requirements.txt}" stamp
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
+  fi
+  stamp="$venv/.installed-$(cat "$ROOT/requirements.txt" "$ROOT/$req" | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    log "installing $req"
+    "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/$req"
+    touch "$stamp"
+  fi
+}
+
+ensure_node_modules() {
+  local dir="$ROOT/tests/node"
+  if [ ! -d "$dir/node_modules/bullmq" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "npm ci in tests/node"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
