@@ -134,6 +134,7 @@ BULLMQ_QUEUE = env("BULLMQ_QUEUE", default="crm-events")
 BULLMQ_PREFIX = env("BULLMQ_PREFIX", default="bull")
 BULLMQ_LOCK_DURATION_MS = env.int("BULLMQ_LOCK_DURATION_MS", default=30_000)
 BULLMQ_STALLED_INTERVAL_MS = env.int("BULLMQ_STALLED_INTERVAL_MS", default=30_000)
+BULLMQ_KEEP_COMPLETED = env.int("BULLMQ_KEEP_COMPLETED", default=10_000)
 
 # --- Bridge ---------------------------------------------------------------
 BRIDGE_BATCH_SIZE = env.int("BRIDGE_BATCH_SIZE", default=50)

@@ -1,0 +1,1 @@
+"""The BullMQ → Celery bridge: consumes `crm-events` with the bullmq Worker, publishes batches to Celery."""

@@ -1,0 +1,119 @@
+"""Collects bridged jobs per Celery queue and publishes them in batches.
+
+A job's processor awaits its batch's publication: BullMQ completes the job only after
+its Celery message is in the broker. When the broker is down the batch is retried with
+exponential backoff, for as long as it takes; the jobs stay active (their locks are
+renewed by the bullmq Worker) and are never dropped.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from messaging_events.contract.jobs import BridgedJob
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[str, list[BridgedJob]], Awaitable[None]]
+
+
+@dataclass
+class _Pending:
+    job: BridgedJob
+    done: asyncio.Future
+    arrived_at: float
+
+
+class Batcher:
+    def __init__(
+        self,
+        queue: str,
+        publish: Publish,
+        *,
+        max_size: int,
+        linger_s: float,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 10.0,
+    ) -> None:
+        self.queue = queue
+        self._publish = publish
+        self.max_size = max(1, max_size)
+        self.linger_s = linger_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._flush_now = False
+        self._task: asyncio.Task | None = None
+        self.published_jobs = 0
+        self.published_batches = 0
+        self.publish_failures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"batcher-{self.queue}")
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def submit(self, job: BridgedJob) -> None:
+        """Returns once the job's batch is in the broker."""
+        loop = asyncio.get_running_loop()
+        entry = _Pending(job, loop.create_future(), loop.time())
+        self._pending.append(entry)
+        if len(self._pending) == 1 or len(self._pending) >= self.max_size:
+            self._wakeup.set()
+        await entry.done
+
+    def flush_now(self) -> None:
+        """From now on, publish without lingering: used at shutdown."""
+        self._flush_now = True
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if len(self._pending) < self.max_size and not self._flush_now:
+                remaining = self._pending[0].arrived_at + self.linger_s - loop.time()
+                if remaining > 0:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    except TimeoutError:
+                        pass
+                    if len(self._pending) < self.max_size and self._pending[0].arrived_at + self.linger_s > loop.time():
+                        continue
+            batch = self._pending[: self.max_size]
+            del self._pending[: self.max_size]
+            await self._publish_until_done(batch)
+
+    async def _publish_until_done(self, batch: list[_Pending]) -> None:
+        delay = self.retry_initial_s
+        jobs = [entry.job for entry in batch]
+        while True:
+            try:
+                await self._publish(self.queue, jobs)
+                break
+            except Exception as exc:
+                self.publish_failures += 1
+                logger.warning(
+                    "broker_publish_failed queue=%s jobs=%d retry_in=%.1fs error=%s",
+                    self.queue,
+                    len(jobs),
+                    delay,
+                    f"{type(exc).__name__}: {exc}"[:300],
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+        if self.publish_failures and delay > self.retry_initial_s:
+            logger.info("broker_publish_recovered queue=%s jobs=%d", self.queue, len(jobs))
+        self.published_jobs += len(jobs)
+        self.published_batches += 1
+        for entry in batch:
+            if not entry.done.done():
+                entry.done.set_result(None)

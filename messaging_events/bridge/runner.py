@@ -1,0 +1,216 @@
+"""The bridge process: a bullmq Worker whose processor hands each job to a per-queue batcher.
+
+One job's life: the Worker moves it to active and calls `process`; the job is judged by the
+contract (valid → its priority's queue; invalid → a rejection record on `normal`); the
+batcher publishes its Celery message; only then does `process` return and the Worker
+complete the job. A crash at any point leaves the job active in BullMQ, and the stalled-job
+check hands it to the next bridge.
+"""
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+from bullmq import Job, Queue, Worker
+from django.conf import settings
+
+from messaging_events.bridge.batcher import Batcher, Publish
+from messaging_events.bridge.publisher import CeleryPublisher
+from messaging_events.contract.jobs import BridgedJob, Rejection, identity_of, parse_job
+from messaging_events.contract.routing import QUEUE_ORDER, event_type_from_name
+from messaging_events.services.inbox import OVERSIZED_MARKER
+
+logger = logging.getLogger(__name__)
+
+OVERSIZED_PREVIEW_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    redis_url: str
+    queue_name: str
+    prefix: str
+    batch_size: int
+    linger_s: float
+    concurrency: int
+    max_job_bytes: int
+    lock_duration_ms: int
+    stalled_interval_ms: int
+    retry_max_s: float
+    shutdown_timeout_s: float
+    stats_interval_s: float
+    keep_completed: int
+
+    @classmethod
+    def from_settings(cls) -> "BridgeConfig":
+        return cls(
+            redis_url=settings.BULLMQ_REDIS_URL,
+            queue_name=settings.BULLMQ_QUEUE,
+            prefix=settings.BULLMQ_PREFIX,
+            batch_size=settings.BRIDGE_BATCH_SIZE,
+            linger_s=settings.BRIDGE_LINGER_MS / 1000,
+            concurrency=settings.BRIDGE_CONCURRENCY,
+            max_job_bytes=settings.BRIDGE_MAX_JOB_BYTES,
+            lock_duration_ms=settings.BULLMQ_LOCK_DURATION_MS,
+            stalled_interval_ms=settings.BULLMQ_STALLED_INTERVAL_MS,
+            retry_max_s=settings.BRIDGE_PUBLISH_RETRY_MAX_S,
+            shutdown_timeout_s=settings.BRIDGE_SHUTDOWN_TIMEOUT_S,
+            stats_interval_s=settings.BRIDGE_STATS_INTERVAL_S,
+            keep_completed=settings.BULLMQ_KEEP_COMPLETED,
+        )
+
+
+def bridged_job(job: Job, max_bytes: int) -> BridgedJob:
+    """The JSON that travels in the Celery message for one BullMQ job."""
+    bridged: BridgedJob = {
+        "id": str(job.id),
+        "name": job.name or "",
+        "timestamp": job.timestamp,
+        "attemptsMade": job.attemptsMade,
+        "data": job.data,
+    }
+    encoded = json.dumps(job.data, separators=(",", ":"), ensure_ascii=False, default=str)
+    size = len(encoded.encode())
+    if size > max_bytes:
+        event_type = event_type_from_name(bridged["name"])
+        bridged["key"] = identity_of(event_type.value if event_type else bridged["name"], job.data)
+        bridged["rejection"] = f"job data is {size} bytes; the limit is {max_bytes} (BRIDGE_MAX_JOB_BYTES)"
+        bridged["data"] = {OVERSIZED_MARKER: {"bytes": size, "head": encoded[:OVERSIZED_PREVIEW_CHARS]}}
+    return bridged
+
+
+class Bridge:
+    def __init__(self, config: BridgeConfig, publish: Publish | None = None) -> None:
+        self.config = config
+        self._publisher = CeleryPublisher() if publish is None else None
+        publish = publish or self._publisher.publish
+        self.batchers = {
+            priority.value: Batcher(
+                priority.value,
+                publish,
+                max_size=config.batch_size,
+                linger_s=config.linger_s,
+                retry_max_s=config.retry_max_s,
+            )
+            for priority in QUEUE_ORDER
+        }
+        self.worker: Worker | None = None
+        self.rejected = 0
+        self._stop = asyncio.Event()
+
+    async def process(self, job: Job, token: str) -> None:
+        bridged = bridged_job(job, self.config.max_job_bytes)
+        judged = parse_job(bridged)
+        if isinstance(judged, Rejection):
+            self.rejected += 1
+        await self.batchers[judged.priority.value].submit(bridged)
+
+    def worker_options(self) -> dict:
+        return {
+            "connection": self.config.redis_url,
+            "prefix": self.config.prefix,
+            "concurrency": self.config.concurrency,
+            "lockDuration": self.config.lock_duration_ms,
+            "stalledInterval": self.config.stalled_interval_ms,
+            "maxStalledCount": 1_000_000,  # a bridge crash must never fail a job: redeliver instead
+            "removeOnComplete": {"count": self.config.keep_completed},
+            "autorun": False,
+            "name": "crm-bridge",
+        }
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.start()
+        self.worker = Worker(self.config.queue_name, self.process, self.worker_options())
+        self.worker.on("error", lambda err, *_: logger.warning("bullmq_error error=%s", str(err)[:300]))
+        worker_task = asyncio.create_task(self.worker.run(), name="bullmq-worker")
+        stats_task = asyncio.create_task(self._log_stats(), name="bridge-stats")
+        logger.info(
+            "bridge_started queue=%s prefix=%s batch_size=%d linger_ms=%d concurrency=%d",
+            self.config.queue_name,
+            self.config.prefix,
+            self.config.batch_size,
+            int(self.config.linger_s * 1000),
+            self.config.concurrency,
+        )
+        stop_task = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        await self._shutdown(worker_task)
+        stats_task.cancel()
+
+    async def _shutdown(self, worker_task: asyncio.Task) -> None:
+        started = time.monotonic()
+        logger.info("bridge_stopping in_flight=%d", sum(b.pending for b in self.batchers.values()))
+        for batcher in self.batchers.values():
+            batcher.flush_now()
+        assert self.worker is not None
+        try:
+            await asyncio.wait_for(self.worker.close(), self.config.shutdown_timeout_s)
+        except TimeoutError:
+            # Whatever is still active stays so in BullMQ; the stalled check redelivers it.
+            logger.warning("bridge_shutdown_timeout forcing close; active jobs will be redelivered")
+            await self.worker.close(force=True)
+        if not worker_task.done():
+            worker_task.cancel()
+        if self._publisher is not None:
+            self._publisher.close()
+        logger.info(
+            "bridge_stopped published=%d seconds=%.1f",
+            sum(b.published_jobs for b in self.batchers.values()),
+            time.monotonic() - started,
+        )
+
+    async def _log_stats(self) -> None:
+        queue = Queue(self.config.queue_name, {"connection": self.config.redis_url, "prefix": self.config.prefix})
+        last_total, last_time = 0, time.monotonic()
+        try:
+            while True:
+                await asyncio.sleep(self.config.stats_interval_s)
+                total = sum(b.published_jobs for b in self.batchers.values())
+                now = time.monotonic()
+                lag_s = await self._oldest_waiting_age(queue)
+                counts = await queue.getJobCounts("waiting", "active", "failed")
+                logger.info(
+                    "bridge_stats rate=%.0f/s published=%d rejected=%d waiting=%d active=%d failed=%d lag_s=%.1f %s",
+                    (total - last_total) / max(now - last_time, 1e-9),
+                    total,
+                    self.rejected,
+                    counts.get("waiting", 0),
+                    counts.get("active", 0),
+                    counts.get("failed", 0),
+                    lag_s,
+                    " ".join(f"pending_{name}={b.pending}" for name, b in self.batchers.items()),
+                )
+                last_total, last_time = total, now
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # stats are best-effort; they must never stop the bridge
+            logger.warning("bridge_stats_failed error=%s", exc)
+        finally:
+            await queue.close()
+
+    @staticmethod
+    async def _oldest_waiting_age(queue: Queue) -> float:
+        oldest = await queue.getJobs(["waiting"], 0, 0, True)
+        if not oldest:
+            return 0.0
+        return max(0.0, time.time() - oldest[0].timestamp / 1000)
+
+
+def run_forever(config: BridgeConfig) -> None:
+    import uvloop
+
+    async def main() -> None:
+        bridge = Bridge(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bridge.request_stop)
+        await bridge.run()
+
+    uvloop.run(main())
