@@ -1,0 +1,113 @@
+"""The inbox in the back office: every event the CRM received, its outcome and error, read-only.
+
+Staff see their tenants' events only; events that resolved to no tenant are for superusers.
+Failed, parked and rejected events can be replayed through the normal task path.
+"""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from crm.admin import TENANT_FILTER, ScopedModelAdmin, json_block
+from crm.admin_scoping import ImmutableAdminMixin
+from messaging_events.contract.routing import EventType
+from messaging_events.models import REPLAYABLE_STATUSES, InboundEvent
+from messaging_events.services.replay import replay_events
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    """Choices from the contract, not a DISTINCT over the whole inbox."""
+
+    title = "type"
+    parameter_name = "event_type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(t.value, t.value) for t in EventType]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(event_type=self.value()) if self.value() else queryset
+
+
+@admin.register(InboundEvent)
+class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
+    list_display = (
+        "received_at",
+        "event_type",
+        "status",
+        "tenant",
+        "messaging_contact_id",
+        "idempotency_key",
+        "attempts",
+        "deliveries",
+        "error_preview",
+    )
+    list_filter = ("status", EventTypeFilter, TENANT_FILTER, "priority")
+    list_select_related = ("tenant",)
+    search_fields = (
+        "idempotency_key__exact",
+        "messaging_contact_id__exact",
+        "bullmq_job_id__exact",
+        "tenant_ref__exact",
+    )
+    ordering = ("-id",)
+    actions = ("replay_selected",)
+    fieldsets = (
+        (None, {"fields": ("event_type", "status", "error_text", "tenant", "tenant_ref", "messaging_contact_id")}),
+        ("Identity", {"fields": ("idempotency_key", "priority", "bullmq_job_id", "job_name")}),
+        ("Timing", {"fields": ("occurred_at", "job_timestamp", "received_at", "applied_at", "updated_at")}),
+        ("Delivery", {"fields": ("attempts", "deliveries", "job_attempts")}),
+        ("Raw data", {"fields": ("raw_data_pretty",)}),
+    )
+    readonly_fields = (
+        "event_type",
+        "status",
+        "error_text",
+        "tenant",
+        "tenant_ref",
+        "messaging_contact_id",
+        "idempotency_key",
+        "priority",
+        "bullmq_job_id",
+        "job_name",
+        "occurred_at",
+        "job_timestamp",
+        "received_at",
+        "applied_at",
+        "updated_at",
+        "attempts",
+        "deliveries",
+        "job_attempts",
+        "raw_data_pretty",
+    )
+
+    @admin.display(description="error")
+    def error_preview(self, obj: InboundEvent) -> str:
+        return obj.error[:120] + ("…" if len(obj.error) > 120 else "")
+
+    @admin.display(description="error")
+    def error_text(self, obj: InboundEvent) -> str:
+        if not obj.error:
+            return "-"
+        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', obj.error)
+
+    @admin.display(description="raw data")
+    def raw_data_pretty(self, obj: InboundEvent) -> str:
+        return json_block(obj.raw_data)
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        # The inbox is read-only, so replay is gated on the model's change permission itself.
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    @admin.action(description="Replay selected events (failed, parked or rejected only)", permissions=["replay"])
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        replayable = queryset.filter(status__in=REPLAYABLE_STATUSES).order_by("id")
+        queued = replay_events(replayable.iterator(chunk_size=500))
+        skipped = queryset.count() - queued
+        text = f"Queued {queued} event(s) for replay."
+        if skipped:
+            text += f" Skipped {skipped} that were not failed, parked or rejected."
+        self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
