@@ -1,0 +1,175 @@
+"""Selectors for `bridge_status`: what is waiting where, on both sides of the bridge.
+
+Read-only. BullMQ figures come from the `bullmq` Queue API; Celery queue depths are
+LLEN on the broker's Redis over every list kombu uses for a queue (with priority
+steps, kombu's Redis transport keeps `normal`, `normal\\x06\\x163`, `normal\\x06\\x166`,
+`normal\\x06\\x169`; see `kombu.transport.redis.Channel._q_for_pri`).
+"""
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+from bullmq import Queue
+from django.conf import settings
+from django.db.models import Count, Min
+from django.utils import timezone
+from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+from messaging_events.models import InboundEvent, InboundEventStatus
+
+BULLMQ_STATES = ("waiting", "active", "delayed", "failed", "completed")
+
+
+@dataclass
+class ParkedEvent:
+    id: int
+    event_type: str
+    tenant_ref: str
+    contact_id: str
+    received_at: str
+    age_s: float
+
+
+@dataclass
+class BridgeStatus:
+    bullmq_queue: str
+    bullmq: dict[str, int]
+    oldest_waiting_age_s: float | None
+    celery_queues: dict[str, int]
+    inbox_last_hour: dict[str, int]
+    inbox_total: dict[str, int]
+    oldest_parked: ParkedEvent | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def bullmq_queue() -> Queue:
+    """The Messaging service's queue, as the bridge sees it. The caller closes it."""
+    return Queue(settings.BULLMQ_QUEUE, {"connection": settings.BULLMQ_REDIS_URL, "prefix": settings.BULLMQ_PREFIX})
+
+
+async def _bullmq_figures() -> tuple[dict[str, int], float | None]:
+    queue = bullmq_queue()
+    try:
+        counts = await queue.getJobCounts(*BULLMQ_STATES)
+        # "prioritized" jobs are waiting too: they sit in another set.
+        prioritized = (await queue.getJobCounts("prioritized")).get("prioritized", 0)
+        oldest = await queue.getJobs(["waiting", "prioritized"], 0, 0, True)
+    finally:
+        await queue.close()
+    figures = {state: int(counts.get(state, 0)) for state in BULLMQ_STATES}
+    figures["waiting"] += int(prioritized)
+    age = None
+    if oldest:
+        age = max(0.0, time.time() - min(job.timestamp for job in oldest) / 1000)
+    return figures, age
+
+
+def celery_queue_keys(queue: str) -> list[str]:
+    """Every Redis list kombu may use for `queue`, one per priority step."""
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}
+    steps = options.get("priority_steps", PRIORITY_STEPS)
+    prefix = options.get("global_keyprefix", "")
+    keys = []
+    for step in sorted(set(steps)):
+        keys.append(f"{prefix}{queue}{Channel.sep}{step}" if step else f"{prefix}{queue}")
+    return list(dict.fromkeys(keys))
+
+
+def celery_queue_depths(queues: tuple[str, ...] | None = None) -> dict[str, int]:
+    names = tuple(queues or settings.CELERY_QUEUE_NAMES)
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            layout = []
+            for name in names:
+                keys = celery_queue_keys(name)
+                layout.append((name, len(keys)))
+                for key in keys:
+                    pipe.llen(key)
+            sizes = pipe.execute()
+    finally:
+        client.close()
+    depths, offset = {}, 0
+    for name, n in layout:
+        depths[name] = int(sum(sizes[offset : offset + n]))
+        offset += n
+    return depths
+
+
+def _status_counts(since: datetime | None = None) -> dict[str, int]:
+    rows = InboundEvent.objects.all()
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    counts = {status.value: 0 for status in InboundEventStatus}
+    for row in rows.order_by().values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def _oldest_parked(now: datetime) -> ParkedEvent | None:
+    parked = InboundEvent.objects.filter(status=InboundEventStatus.PARKED)
+    oldest_at = parked.aggregate(at=Min("received_at"))["at"]
+    if oldest_at is None:
+        return None
+    row = parked.filter(received_at=oldest_at).order_by("id").first()
+    if row is None:  # replayed between the two queries
+        return None
+    return ParkedEvent(
+        id=row.pk,
+        event_type=row.event_type,
+        tenant_ref=row.tenant_ref,
+        contact_id=row.messaging_contact_id,
+        received_at=row.received_at.isoformat(),
+        age_s=round((now - row.received_at).total_seconds(), 1),
+    )
+
+
+def threshold_problems(status: BridgeStatus) -> list[str]:
+    """Which STATUS_* thresholds the figures cross; empty when healthy."""
+    problems = []
+    if status.oldest_waiting_age_s is not None and status.oldest_waiting_age_s > settings.STATUS_MAX_WAITING_AGE_S:
+        problems.append(
+            f"oldest waiting BullMQ job is {status.oldest_waiting_age_s:.0f}s old "
+            f"(STATUS_MAX_WAITING_AGE_S={settings.STATUS_MAX_WAITING_AGE_S})"
+        )
+    if status.bullmq["failed"] > settings.STATUS_MAX_FAILED_JOBS:
+        problems.append(
+            f"{status.bullmq['failed']} failed BullMQ jobs (STATUS_MAX_FAILED_JOBS={settings.STATUS_MAX_FAILED_JOBS})"
+        )
+    for name, depth in status.celery_queues.items():
+        if depth > settings.STATUS_MAX_QUEUE_DEPTH:
+            problems.append(
+                f"Celery queue {name} holds {depth} messages (STATUS_MAX_QUEUE_DEPTH={settings.STATUS_MAX_QUEUE_DEPTH})"
+            )
+    if status.oldest_parked is not None and status.oldest_parked.age_s > settings.STATUS_MAX_PARKED_AGE_S:
+        problems.append(
+            f"parked event {status.oldest_parked.id} is {status.oldest_parked.age_s:.0f}s old "
+            f"(STATUS_MAX_PARKED_AGE_S={settings.STATUS_MAX_PARKED_AGE_S})"
+        )
+    return problems
+
+
+def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
+    now = now or timezone.now()
+    bullmq_counts, oldest_waiting = asyncio.run(_bullmq_figures())
+    status = BridgeStatus(
+        bullmq_queue=settings.BULLMQ_QUEUE,
+        bullmq=bullmq_counts,
+        oldest_waiting_age_s=None if oldest_waiting is None else round(oldest_waiting, 1),
+        celery_queues=celery_queue_depths(),
+        inbox_last_hour=_status_counts(now - timedelta(hours=1)),
+        inbox_total=_status_counts(),
+        oldest_parked=_oldest_parked(now),
+    )
+    status.problems = threshold_problems(status)
+    return status
