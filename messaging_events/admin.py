@@ -13,7 +13,7 @@ from django.utils.html import format_html
 
 from crm.admin import TENANT_FILTER, ScopedModelAdmin, json_block
 from crm.admin_scoping import ImmutableAdminMixin
-from messaging_events.contract.routing import EventType
+from messaging_events.contract.routing import EventType, Priority
 from messaging_events.models import REPLAYABLE_STATUSES, InboundEvent
 from messaging_events.services.replay import replay_events
 
@@ -31,6 +31,17 @@ class EventTypeFilter(admin.SimpleListFilter):
         return queryset.filter(event_type=self.value()) if self.value() else queryset
 
 
+class PriorityFilter(admin.SimpleListFilter):
+    title = "priority"
+    parameter_name = "priority"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(p.value, p.value) for p in Priority]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(priority=self.value()) if self.value() else queryset
+
+
 @admin.register(InboundEvent)
 class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
     list_display = (
@@ -44,7 +55,7 @@ class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
         "deliveries",
         "error_preview",
     )
-    list_filter = ("status", EventTypeFilter, TENANT_FILTER, "priority")
+    list_filter = ("status", EventTypeFilter, TENANT_FILTER, PriorityFilter)
     list_select_related = ("tenant",)
     search_fields = (
         "idempotency_key__exact",
