@@ -134,6 +134,11 @@ class ReadOnlyInline(TenantScopedAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
+    select_related: tuple[str, ...] = ()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        return queryset.select_related(*self.select_related) if self.select_related else queryset
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any):
         formset = super().get_formset(request, obj, **kwargs)
@@ -212,6 +217,7 @@ class ConsentChangeInline(ReadOnlyInline):
     fields = ("occurred_at", "channel", "opted_in", "source", "superseded", "actor", "lawful_basis", "recorded_at")
     readonly_fields = fields
     ordering = ("-occurred_at", "-tiebreak")
+    select_related = ("actor",)
     verbose_name_plural = f"Consent ledger (latest {INLINE_ROW_LIMIT})"
 
 
@@ -248,6 +254,7 @@ class SegmentMembershipInline(ReadOnlyInline):
     fields = ("segment", "added_at")
     readonly_fields = fields
     ordering = ("segment__name",)
+    select_related = ("segment",)
     verbose_name_plural = "Segments"
 
 
