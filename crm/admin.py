@@ -586,6 +586,26 @@ class SegmentAdmin(ScopedModelAdmin):
     search_fields = ("name",)
     ordering = ("tenant", "name")
     readonly_fields = ("members",)
+    actions = ("rebuild_membership",)
+
+    def save_model(self, request: HttpRequest, obj: Segment, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        rules = {"required_consent_channel", "min_engagement_score", "require_verified_email"}
+        if not change or rules & set(form.changed_data):
+            self.message_user(
+                request,
+                "The rules are saved. Members follow them as profiles change; to apply them to everyone now, "
+                "use the “Rebuild membership” action.",
+                messages.INFO,
+            )
+
+    @admin.action(description="Rebuild membership of the selected segments", permissions=["change"])
+    def rebuild_membership(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from crm.services.segments import segment_rebuild
+
+        for segment in queryset:
+            members = segment_rebuild(segment=segment)
+            self.message_user(request, f"{segment}: {members} member(s).", messages.SUCCESS)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None):
         fields = list(super().get_readonly_fields(request, obj))

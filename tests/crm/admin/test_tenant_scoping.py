@@ -263,3 +263,24 @@ def test_staff_cannot_edit_tenants_or_their_staff(world: World, client_a: Client
     world.tenant_a.refresh_from_db()
     assert world.tenant_a.name == "Acme Ltd"
     assert client_a.get(url(Tenant, "add")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_segment_rebuild_action_is_scoped(world: World, client_a: Client, monkeypatch) -> None:
+    import sys
+    import types
+
+    rebuilt: list[Segment] = []
+    fake = types.ModuleType("crm.services.segments")
+    fake.segment_rebuild = lambda *, segment: rebuilt.append(segment) or 7
+    monkeypatch.setitem(sys.modules, "crm.services.segments", fake)
+    mine, theirs = Segment.objects.get(tenant=world.tenant_a), Segment.objects.get(tenant=world.tenant_b)
+    response = client_a.post(
+        url(Segment, "changelist"),
+        {"action": "rebuild_membership", "_selected_action": [mine.pk, theirs.pk]},
+        follow=True,
+    )
+    assert rebuilt == [mine]
+    html = response.content.decode()
+    assert "Openers of Acme Ltd: 7 member(s)." in html
+    assert_no_b_data(html)
