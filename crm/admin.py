@@ -335,6 +335,15 @@ class ProfileAdmin(ScopedModelAdmin):
         SegmentMembershipInline,
     )
 
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        # Phones are stored in E.164: "082 111 0000" finds "+27821110000" (default region from settings).
+        try:
+            phone = normalise_phone(search_term.strip())
+        except ValueError:
+            return results, may_have_duplicates
+        return results | queryset.filter(phone=phone), may_have_duplicates
+
     # Profiles come from events (identity resolution): a hand-made one would have no contactId.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -116,7 +116,7 @@ def test_posting_to_another_tenants_profile_changes_nothing(world: World, client
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "term", ["bob.secret@b-corp.example", "Bobbington", "contact-bbb-9", "+27829990000", "Bob"], ids=str
+    "term", ["bob.secret@b-corp.example", "Bobbington", "contact-bbb-9", "+27829990000", "082 999 0000", "Bob"], ids=str
 )
 def test_search_never_finds_other_tenants_rows(world: World, client_a: Client, term: str) -> None:
     response = client_a.get(url(Profile, "changelist"), {"q": term})
@@ -126,7 +126,7 @@ def test_search_never_finds_other_tenants_rows(world: World, client_a: Client, t
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("term", ["alice@acme", "Anders", "contact-aaa-1", "+27821110000"])
+@pytest.mark.parametrize("term", ["alice@acme", "Anders", "contact-aaa-1", "+27821110000", "082 111 0000"])
 def test_search_finds_own_rows_by_email_phone_name_and_contact_id(client_a: Client, term: str) -> None:
     response = client_a.get(url(Profile, "changelist"), {"q": term})
     assert response.status_code == 200
