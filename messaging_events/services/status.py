@@ -21,6 +21,7 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from messaging_events.models import InboundEvent, InboundEventStatus
 
 BULLMQ_STATES = ("waiting", "active", "delayed", "failed", "completed")
+BULLMQ_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -161,15 +162,26 @@ def threshold_problems(status: BridgeStatus) -> list[str]:
 
 def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
     now = now or timezone.now()
-    bullmq_counts, oldest_waiting = asyncio.run(_bullmq_figures())
+    unreachable = []
+    try:
+        bullmq_counts, oldest_waiting = asyncio.run(asyncio.wait_for(_bullmq_figures(), BULLMQ_TIMEOUT_S))
+    except (OSError, redis.RedisError, TimeoutError) as exc:
+        bullmq_counts, oldest_waiting = dict.fromkeys(BULLMQ_STATES, 0), None
+        reason = f"no answer in {BULLMQ_TIMEOUT_S:.0f}s" if isinstance(exc, TimeoutError) else str(exc)[:200]
+        unreachable.append(f"cannot read the BullMQ queue: {type(exc).__name__}: {reason}")
+    try:
+        depths = celery_queue_depths()
+    except (OSError, redis.RedisError) as exc:
+        depths = dict.fromkeys(settings.CELERY_QUEUE_NAMES, 0)
+        unreachable.append(f"cannot read the Celery broker: {type(exc).__name__}: {str(exc)[:200]}")
     status = BridgeStatus(
         bullmq_queue=settings.BULLMQ_QUEUE,
         bullmq=bullmq_counts,
         oldest_waiting_age_s=None if oldest_waiting is None else round(oldest_waiting, 1),
-        celery_queues=celery_queue_depths(),
+        celery_queues=depths,
         inbox_last_hour=_status_counts(now - timedelta(hours=1)),
         inbox_total=_status_counts(),
         oldest_parked=_oldest_parked(now),
     )
-    status.problems = threshold_problems(status)
+    status.problems = unreachable + threshold_problems(status)
     return status
