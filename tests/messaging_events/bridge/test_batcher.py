@@ -1,0 +1,239 @@
+"""Batcher logic with a fake publish coroutine: batch size, linger, completion after publish, backoff.
+
+(The broker-facing behaviour is covered against real Redis in test_bridge_processes.py.)
+"""
+
+import asyncio
+import itertools
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from messaging_events.bridge.batcher import Batcher
+from messaging_events.bridge.runner import Bridge, BridgeConfig
+from tests.messaging_events.samples import contact_job, contact_payloads, message_job, message_payloads
+
+
+class FakeBroker:
+    """Records published batches; can fail a number of times first, or block until released."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.batches: list[tuple[str, list[Any]]] = []
+        self.calls: list[float] = []
+        self.failures = failures
+        self.gate: asyncio.Event | None = None
+
+    async def publish(self, queue: str, jobs: list[Any]) -> None:
+        self.calls.append(time.monotonic())
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("broker unreachable")
+        self.batches.append((queue, list(jobs)))
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_full_batch_is_published_without_waiting_for_the_linger() -> None:
+    async def go() -> tuple[float, FakeBroker]:
+        broker = FakeBroker()
+        batcher = Batcher("normal", broker.publish, max_size=5, linger_s=5.0)
+        batcher.start()
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit({"id": str(i)}) for i in range(5)))
+        return time.monotonic() - started, broker
+
+    elapsed, broker = run(go())
+    assert elapsed < 1.0
+    assert [[j["id"] for j in jobs] for _, jobs in broker.batches] == [["0", "1", "2", "3", "4"]]
+
+
+def test_a_partial_batch_waits_for_the_linger_then_goes_as_one_message() -> None:
+    async def go() -> tuple[float, FakeBroker]:
+        broker = FakeBroker()
+        batcher = Batcher("low", broker.publish, max_size=100, linger_s=0.2)
+        batcher.start()
+        started = time.monotonic()
+        first = asyncio.ensure_future(batcher.submit({"id": "a"}))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.submit({"id": "b"}))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        assert not second.done()
+        assert broker.batches == []
+        await asyncio.gather(first, second)
+        return time.monotonic() - started, broker
+
+    elapsed, broker = run(go())
+    # The linger counts from the oldest job in the batch.
+    assert 0.18 <= elapsed < 0.6
+    assert broker.batches == [("low", [{"id": "a"}, {"id": "b"}])]
+
+
+def test_more_than_a_batch_is_split_at_max_size() -> None:
+    async def go() -> FakeBroker:
+        broker = FakeBroker()
+        batcher = Batcher("high", broker.publish, max_size=3, linger_s=0.01)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit({"id": i}) for i in range(7)))
+        return broker
+
+    broker = run(go())
+    assert [len(jobs) for _, jobs in broker.batches] == [3, 3, 1]
+    assert [j["id"] for _, jobs in broker.batches for j in jobs] == list(range(7))
+
+
+def test_batch_size_one_publishes_each_job_alone() -> None:
+    async def go() -> FakeBroker:
+        broker = FakeBroker()
+        batcher = Batcher("normal", broker.publish, max_size=1, linger_s=1.0)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit({"id": i}) for i in range(4)))
+        return broker
+
+    broker = run(go())
+    assert [jobs for _, jobs in broker.batches] == [[{"id": 0}], [{"id": 1}], [{"id": 2}], [{"id": 3}]]
+
+
+def test_submit_returns_only_after_the_publish_returned() -> None:
+    async def go() -> None:
+        broker = FakeBroker()
+        broker.gate = asyncio.Event()
+        batcher = Batcher("normal", broker.publish, max_size=2, linger_s=0.0)
+        batcher.start()
+        submitted = asyncio.ensure_future(batcher.submit({"id": 1}))
+        await asyncio.sleep(0.1)
+        assert len(broker.calls) == 1  # publishing has started...
+        assert not submitted.done()  # ...but the job is not done until the broker has its message
+        broker.gate.set()
+        await submitted
+        assert broker.batches == [("normal", [{"id": 1}])]
+
+    run(go())
+
+
+def test_failed_publish_keeps_the_jobs_and_retries_with_capped_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> tuple[Batcher, FakeBroker]:
+        broker = FakeBroker(failures=6)
+        batcher = Batcher("high", broker.publish, max_size=10, linger_s=0.0, retry_initial_s=0.01, retry_max_s=0.08)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit({"id": i}) for i in range(3)))
+        return batcher, broker
+
+    with caplog.at_level("INFO", logger="messaging_events.bridge.batcher"):
+        batcher, broker = run(go())
+    assert len(broker.calls) == 7
+    gaps = [b - a for a, b in zip(broker.calls, broker.calls[1:], strict=False)]
+    # Exponential, then capped: 0.01, 0.02, 0.04, 0.08, 0.08, 0.08 (never a spin, never unbounded).
+    assert gaps[0] >= 0.009
+    assert all(later >= earlier * 0.9 for earlier, later in itertools.pairwise(gaps))
+    assert max(gaps) < 0.3
+    assert sum(gaps) >= 0.25
+    assert broker.batches == [("high", [{"id": 0}, {"id": 1}, {"id": 2}])]
+    assert batcher.publish_failures == 6
+    assert batcher.published_jobs == 3
+    assert batcher.published_batches == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("broker_publish_failed queue=high jobs=3" in m for m in messages) == 6
+    assert "ConnectionError: broker unreachable" in messages[0]
+    assert any("broker_publish_recovered queue=high jobs=3" in m for m in messages)
+
+
+def test_while_the_broker_is_down_jobs_stay_pending() -> None:
+    async def go() -> None:
+        broker = FakeBroker(failures=1_000_000)
+        batcher = Batcher("normal", broker.publish, max_size=10, linger_s=0.0, retry_initial_s=0.01, retry_max_s=0.05)
+        batcher.start()
+        submitted = asyncio.ensure_future(batcher.submit({"id": 1}))
+        await asyncio.sleep(0.5)
+        assert not submitted.done()
+        assert broker.batches == []
+        # Backoff keeps the attempts bounded: about 0.5 s / 0.05 s, not thousands.
+        assert len(broker.calls) < 20
+        broker.failures = 0
+        await submitted
+        assert broker.batches == [("normal", [{"id": 1}])]
+
+    run(go())
+
+
+def test_flush_now_publishes_without_lingering() -> None:
+    async def go() -> float:
+        broker = FakeBroker()
+        batcher = Batcher("low", broker.publish, max_size=100, linger_s=30.0)
+        batcher.start()
+        started = time.monotonic()
+        submitted = asyncio.ensure_future(batcher.submit({"id": 1}))
+        await asyncio.sleep(0.05)
+        batcher.flush_now()
+        await submitted
+        later = time.monotonic()
+        await batcher.submit({"id": 2})  # after flush_now, later jobs do not linger either
+        assert time.monotonic() - later < 1.0
+        return later - started
+
+    assert run(go()) < 1.0
+
+
+def _config(**changes: Any) -> BridgeConfig:
+    base = {
+        "redis_url": "redis://127.0.0.1:1/1",
+        "queue_name": "crm-events",
+        "prefix": "bull",
+        "batch_size": 10,
+        "linger_s": 0.01,
+        "concurrency": 10,
+        "max_job_bytes": 2000,
+        "lock_duration_ms": 5000,
+        "stalled_interval_ms": 2000,
+        "retry_max_s": 1.0,
+        "shutdown_timeout_s": 5.0,
+        "stats_interval_s": 10.0,
+        "keep_completed": 100,
+    }
+    return BridgeConfig(**{**base, **changes})
+
+
+def test_bridge_process_routes_each_job_to_its_priority_batcher() -> None:
+    jobs = [
+        contact_job("contactPreference.updated", contact_payloads()["contactPreference.updated"]),
+        contact_job("contact.created", contact_payloads()["contact.created"]),
+        contact_job("contact.deleted", contact_payloads()["contact.deleted"]),
+        message_job("email.opened", message_payloads()["email.opened"]),
+        message_job("message.bounced", {**message_payloads()["message.bounced"], "bounceType": "??"}),  # rejected
+        {"name": "nope", "data": "not an object"},  # rejected, unknown type
+        contact_job("contact.updated", {**contact_payloads()["contact.updated"], "bio": "z" * 3000}),  # oversized
+    ]
+
+    async def go() -> tuple[Bridge, FakeBroker]:
+        broker = FakeBroker()
+        bridge = Bridge(_config(), publish=broker.publish)
+        for batcher in bridge.batchers.values():
+            batcher.start()
+        await asyncio.gather(
+            *(
+                bridge.process(
+                    SimpleNamespace(id=str(i), name=j["name"], timestamp=1765699200000, attemptsMade=0, data=j["data"]),
+                    "t",
+                )
+                for i, j in enumerate(jobs)
+            )
+        )
+        return bridge, broker
+
+    bridge, broker = run(go())
+    routed = {queue: sorted(j["name"] for j in batch) for queue, batch in broker.batches}
+    assert routed == {
+        "high": ["contactPreference.updated", "message.bounced"],
+        "normal": ["contact.created", "contact.deleted", "contact.updated", "nope"],
+        "low": ["email.opened"],
+    }
+    assert bridge.rejected == 3
+    oversized = next(j for _, batch in broker.batches for j in batch if j["name"] == "contact.updated")
+    assert "BRIDGE_MAX_JOB_BYTES" in oversized["rejection"]
+    assert oversized["key"] == "evt_124"
