@@ -111,25 +111,21 @@ class TenantScopedAdminMixin:
         # The queryset is already scoped; scoping again keeps search safe whoever passes it in.
         return scope_queryset(queryset, request, self._tenant_path()), may_have_duplicates
 
+    def _scope_choices(self, db_field, request: HttpRequest, kwargs: dict) -> dict:
+        """Limit a relation's choices to the user's tenants, unless the caller chose a queryset."""
+        related = db_field.remote_field.model
+        if "queryset" not in kwargs and tenant_path_for(related) is not None:
+            base = self.get_field_queryset(None, db_field, request)
+            if base is None:
+                base = related._default_manager.complex_filter(db_field.get_limit_choices_to())
+            kwargs["queryset"] = scope_queryset(base, request)
+        return kwargs
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if "queryset" not in kwargs:
-            related = db_field.remote_field.model
-            if tenant_path_for(related) is not None:
-                base = self.get_field_queryset(None, db_field, request)
-                if base is None:
-                    base = related._default_manager.complex_filter(db_field.get_limit_choices_to())
-                kwargs["queryset"] = scope_queryset(base, request)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+        return super().formfield_for_foreignkey(db_field, request, **self._scope_choices(db_field, request, kwargs))
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
-        if "queryset" not in kwargs:
-            related = db_field.remote_field.model
-            if tenant_path_for(related) is not None:
-                base = self.get_field_queryset(None, db_field, request)
-                if base is None:
-                    base = related._default_manager.complex_filter(db_field.get_limit_choices_to())
-                kwargs["queryset"] = scope_queryset(base, request)
-        return super().formfield_for_manytomany(db_field, request, **kwargs)
+        return super().formfield_for_manytomany(db_field, request, **self._scope_choices(db_field, request, kwargs))
 
 
 class ReadOnlyForStaffMixin:
