@@ -1,0 +1,1 @@
+"""The benchmark suite behind `make bench` and `make bench-quick` (see docs/performance.md)."""
