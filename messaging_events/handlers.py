@@ -1,10 +1,20 @@
 """The handler registry: event type → the CRM service that applies it.
 
-Handlers only translate a validated `Event` into CRM service calls and report an `Outcome`.
+Handlers only translate a validated `Event` into CRM service calls and report an `Outcome`:
+
+- contact and consent events always name their tenant; they link the contact (creating a stub
+  profile for an unknown contact when needed) and report it as linked, so parked events re-apply;
+- message and engagement events for an unknown contact are parked; their tenant is the one they
+  state, else the contact link's; a stated tenant other than the link's raises `TenantMismatch`
+  (the inbox records the event as rejected, and nothing changes).
 """
 
 from collections.abc import Callable
 
+from crm.models import Profile
+from crm.services import contacts, messages
+from crm.services.selectors import contact_link_for_event
+from crm.services.tenants import tenant_get_or_create
 from messaging_events.contract.jobs import Event
 from messaging_events.contract.routing import EventType
 from messaging_events.models import InboundEvent
@@ -26,6 +36,171 @@ def handler_for(event_type: EventType) -> Handler:
     return HANDLERS[event_type]
 
 
+# -- contact and consent events ------------------------------------------------------------
+
+
+def _contact_fields(event: Event) -> dict:
+    payload = event.payload
+    return {
+        "email": payload.email,
+        "phone": payload.phoneNumber,
+        "first_name": payload.firstName,
+        "last_name": payload.lastName,
+    }
+
+
+@handles(EventType.CONTACT_CREATED)
+def contact_created(event: Event, row: InboundEvent) -> Outcome:
+    result = contacts.contact_import(
+        tenant_external_id=event.tenant_ref,
+        contact_id=event.contact_id,
+        **_contact_fields(event),
+        opt_ins=event.payload.consent_statements(),
+        occurred_at=event.occurred_at,
+        source_key=event.idempotency_key,
+        source_event_id=row.pk,
+    )
+    return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
+
+
+@handles(EventType.CONTACT_UPDATED)
+def contact_updated(event: Event, row: InboundEvent) -> Outcome:
+    result = contacts.contact_update(
+        tenant_external_id=event.tenant_ref,
+        contact_id=event.contact_id,
+        **_contact_fields(event),
+        opt_ins=event.payload.consent_statements(),
+        occurred_at=event.occurred_at,
+        source_key=event.idempotency_key,
+        source_event_id=row.pk,
+    )
+    return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
+
+
+@handles(EventType.CONTACT_PREFERENCE_UPDATED)
+def contact_preference_updated(event: Event, row: InboundEvent) -> Outcome:
+    result = contacts.contact_preferences_update(
+        tenant_external_id=event.tenant_ref,
+        contact_id=event.contact_id,
+        opt_ins=event.payload.consent_statements(),
+        occurred_at=event.occurred_at,
+        source_key=event.idempotency_key,
+        source_event_id=row.pk,
+    )
+    return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
+
+
 @handles(EventType.CONTACT_DELETED)
 def contact_deleted(event: Event, row: InboundEvent) -> Outcome:
     return Outcome.ignored(None, "contact.deleted is reserved by the contract; the CRM changes nothing")
+
+
+# -- message and engagement events ---------------------------------------------------------
+
+
+def _message_event(apply: Callable[[Event, InboundEvent, Profile], None]) -> Handler:
+    """Find the contact's profile (or park the event), then apply it."""
+
+    def handler(event: Event, row: InboundEvent) -> Outcome:
+        link = contact_link_for_event(contact_id=event.contact_id, tenant_external_id=event.tenant_ref)
+        if link is None:
+            tenant_id = tenant_get_or_create(event.tenant_ref).pk if event.tenant_ref else None
+            return Outcome.parked(tenant_id, f"contact {event.contact_id} is not known yet")
+        apply(event, row, link.profile)
+        return Outcome.applied(link.tenant_id)
+
+    handler.__name__ = apply.__name__
+    handler.__doc__ = apply.__doc__
+    return handler
+
+
+@handles(EventType.MESSAGE_SENT)
+@_message_event
+def message_sent(event: Event, row: InboundEvent, profile: Profile) -> None:
+    p = event.payload
+    messages.message_sent_record(
+        profile=profile,
+        message_id=p.messageId,
+        channel=p.channel,
+        template_id=p.templateId,
+        template_name=p.templateName,
+        campaign_id=p.campaignId,
+        occurred_at=event.occurred_at,
+        source_event_id=row.pk,
+    )
+
+
+@handles(EventType.MESSAGE_DELIVERED)
+@_message_event
+def message_delivered(event: Event, row: InboundEvent, profile: Profile) -> None:
+    messages.message_delivered_record(
+        profile=profile, message_id=event.payload.messageId, occurred_at=event.occurred_at, source_event_id=row.pk
+    )
+
+
+@handles(EventType.MESSAGE_FAILED)
+@_message_event
+def message_failed(event: Event, row: InboundEvent, profile: Profile) -> None:
+    messages.message_failed_record(
+        profile=profile,
+        message_id=event.payload.messageId,
+        reason=event.payload.reason,
+        occurred_at=event.occurred_at,
+        source_key=event.idempotency_key,
+        source_event_id=row.pk,
+    )
+
+
+@handles(EventType.MESSAGE_BOUNCED)
+@_message_event
+def message_bounced(event: Event, row: InboundEvent, profile: Profile) -> None:
+    messages.message_bounced_record(
+        profile=profile,
+        message_id=event.payload.messageId,
+        bounce_type=event.payload.bounceType,
+        reason=event.payload.reason,
+        occurred_at=event.occurred_at,
+        source_key=event.idempotency_key,
+        source_event_id=row.pk,
+    )
+
+
+@handles(EventType.EMAIL_OPENED)
+@_message_event
+def email_opened(event: Event, row: InboundEvent, profile: Profile) -> None:
+    messages.email_opened_record(
+        profile=profile,
+        message_id=event.payload.messageId,
+        campaign_id=event.payload.campaignId,
+        device_type=event.payload.deviceType,
+        occurred_at=event.occurred_at,
+        source_event_id=row.pk,
+    )
+
+
+@handles(EventType.EMAIL_CLICKED)
+@_message_event
+def email_clicked(event: Event, row: InboundEvent, profile: Profile) -> None:
+    p = event.payload
+    messages.email_clicked_record(
+        profile=profile,
+        message_id=p.messageId,
+        campaign_id=p.campaignId,
+        link_id=p.linkId,
+        link_url=p.linkUrl,
+        occurred_at=event.occurred_at,
+        source_event_id=row.pk,
+    )
+
+
+@handles(EventType.SMS_REPLIED)
+@_message_event
+def sms_replied(event: Event, row: InboundEvent, profile: Profile) -> None:
+    messages.sms_replied_record(
+        profile=profile,
+        original_message_id=event.payload.originalMessageId,
+        reply_text=event.payload.replyText,
+        occurred_at=event.occurred_at,
+        source_key=event.idempotency_key,
+        source_event_id=row.pk,
+    )

@@ -1,0 +1,228 @@
+"""Contact and consent events: `contact.created` (and backfills), `contact.updated`, `contactPreference.updated`.
+
+All three resolve the contact (crm.services.identity), then apply the identity fields under the
+provenance rule (crm.services.profiles) and the opt-in flags last-writer-wins through the consent
+ledger (crm.services.consent). Only the fields present are touched: an absent flag or field is no
+statement.
+
+- `contact_import` (`contact.created` and `backfill_contacts`, one path): links the contact; a
+  contact linked to a stub that now resolves by email or phone to another profile merges the stub
+  into it; a stub with no other match becomes a real profile.
+- `contact_update` (`contact.updated`) and `contact_preferences_update` (`contactPreference.updated`)
+  for an unknown contact resolve by email/phone, else create a stub profile and link it, so that
+  an opt-out is never delayed.
+
+A `PROFILE_UPDATED` activity is written when an event's email, phone or name differs from the
+stored value of an existing profile (old, new, applied), and carries an identity conflict (email
+and phone matching different profiles) under `identity_conflict`.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from django.db import transaction
+
+from crm.models import ConsentSource, Profile
+from crm.services.consent import consent_statement_record
+from crm.services.identity import contact_resolve_or_create, email_normalise, phone_normalise
+from crm.services.locks import profile_lock
+from crm.services.merge import profile_merge
+from crm.services.profiles import profile_fields_apply_event
+from crm.services.tenants import tenant_get_or_create
+
+MESSAGING_LAWFUL_BASIS = "consent as recorded by the Messaging service"
+
+
+class ContactImportOutcome(StrEnum):
+    CREATED = "created"  # a new profile (or a stub that became real)
+    LINKED = "linked"  # the contactId was linked to an existing profile (possibly merging a stub into it)
+    UPDATED = "updated"  # already linked; fields or consent statements were recorded
+    UNCHANGED = "unchanged"  # already linked, and every statement was already known
+
+
+@dataclass(frozen=True)
+class ContactImportResult:
+    outcome: ContactImportOutcome
+    tenant_id: int
+    profile_id: int
+    merged_profile_id: int | None = None
+
+
+def _consent_apply(
+    *,
+    profile: Profile,
+    opt_ins: dict[str, bool],
+    occurred_at: datetime,
+    source_key: str,
+    source_event_id: int | None,
+) -> bool:
+    recorded = False
+    for channel in sorted(opt_ins):
+        result = consent_statement_record(
+            profile=profile,
+            channel=channel,
+            opted_in=opt_ins[channel],
+            occurred_at=occurred_at,
+            source=ConsentSource.MESSAGING_EVENT,
+            source_key=source_key,
+            source_event_id=source_event_id,
+            lawful_basis=MESSAGING_LAWFUL_BASIS,
+        )
+        recorded = recorded or result.recorded
+    return recorded
+
+
+def _contact_apply(
+    *,
+    mode: str,
+    tenant_external_id: str,
+    contact_id: str,
+    email: str | None,
+    phone: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    opt_ins: dict[str, bool],
+    occurred_at: datetime,
+    source_key: str,
+    source_event_id: int | None,
+) -> ContactImportResult:
+    email = email_normalise(email)
+    phone = phone_normalise(phone)
+    tenant = tenant_get_or_create(tenant_external_id)
+    creating = mode == "created"
+    profile, how, resolution = contact_resolve_or_create(
+        tenant=tenant, contact_id=contact_id, email=email, phone=phone, stub=not creating
+    )
+    outcome = {"created": ContactImportOutcome.CREATED, "linked": ContactImportOutcome.LINKED}.get(how)
+    merged_profile_id = None
+    if creating and profile.is_stub:
+        if resolution.match is not None and how == "existing":
+            merged_profile_id = profile.pk
+            by = "email" if email and resolution.match.email == email else "phone"
+            profile = profile_merge(
+                source=profile,
+                target=resolution.match,
+                occurred_at=occurred_at,
+                source_event_id=source_event_id,
+                reason=f"contact {contact_id} resolved to this profile by {by}",
+            )
+            outcome = ContactImportOutcome.LINKED
+        else:
+            Profile.objects.filter(pk=profile.pk).update(is_stub=False)
+            outcome = outcome or ContactImportOutcome.CREATED
+    profile_lock(profile.pk)
+    profile = Profile.objects.get(pk=profile.pk)
+    fields_written = profile_fields_apply_event(
+        profile=profile,
+        values={"email": email, "phone": phone, "first_name": first_name, "last_name": last_name},
+        occurred_at=occurred_at,
+        source_key=source_key,
+        source_event_id=source_event_id,
+        announce=how != "created",
+        extra_data={"identity_conflict": resolution.conflict} if resolution.conflict else None,
+    )
+    consent_recorded = _consent_apply(
+        profile=profile,
+        opt_ins=opt_ins,
+        occurred_at=occurred_at,
+        source_key=source_key,
+        source_event_id=source_event_id,
+    )
+    if outcome is None:
+        changed = fields_written or consent_recorded
+        outcome = ContactImportOutcome.UPDATED if changed else ContactImportOutcome.UNCHANGED
+    return ContactImportResult(
+        outcome=outcome, tenant_id=tenant.pk, profile_id=profile.pk, merged_profile_id=merged_profile_id
+    )
+
+
+@transaction.atomic
+def contact_import(
+    *,
+    tenant_external_id: str,
+    contact_id: str,
+    email: str | None,
+    phone: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    opt_ins: dict[str, bool],
+    occurred_at: datetime,
+    source_key: str,
+    source_event_id: int | None = None,
+) -> ContactImportResult:
+    """`contact.created` and the backfill: resolve identity, link the contactId, fill fields, sync consent.
+
+    `source_key` is the statement identity (the event's idempotency key, or the backfill row's key);
+    importing the same row twice changes nothing the second time (outcome "unchanged").
+    """
+    return _contact_apply(
+        mode="created",
+        tenant_external_id=tenant_external_id,
+        contact_id=contact_id,
+        email=email,
+        phone=phone,
+        first_name=first_name,
+        last_name=last_name,
+        opt_ins=opt_ins,
+        occurred_at=occurred_at,
+        source_key=source_key,
+        source_event_id=source_event_id,
+    )
+
+
+@transaction.atomic
+def contact_update(
+    *,
+    tenant_external_id: str,
+    contact_id: str,
+    email: str | None,
+    phone: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    opt_ins: dict[str, bool],
+    occurred_at: datetime,
+    source_key: str,
+    source_event_id: int | None = None,
+) -> ContactImportResult:
+    """`contact.updated`: fill fields where still empty (provenance rule), sync consent; an unknown
+    contact is resolved by email/phone or gets a stub profile."""
+    return _contact_apply(
+        mode="updated",
+        tenant_external_id=tenant_external_id,
+        contact_id=contact_id,
+        email=email,
+        phone=phone,
+        first_name=first_name,
+        last_name=last_name,
+        opt_ins=opt_ins,
+        occurred_at=occurred_at,
+        source_key=source_key,
+        source_event_id=source_event_id,
+    )
+
+
+@transaction.atomic
+def contact_preferences_update(
+    *,
+    tenant_external_id: str,
+    contact_id: str,
+    opt_ins: dict[str, bool],
+    occurred_at: datetime,
+    source_key: str,
+    source_event_id: int | None = None,
+) -> ContactImportResult:
+    """`contactPreference.updated`: the opt-in flags present, last-writer-wins; an unknown contact gets a stub."""
+    return _contact_apply(
+        mode="preferences",
+        tenant_external_id=tenant_external_id,
+        contact_id=contact_id,
+        email=None,
+        phone=None,
+        first_name=None,
+        last_name=None,
+        opt_ins=opt_ins,
+        occurred_at=occurred_at,
+        source_key=source_key,
+        source_event_id=source_event_id,
+    )

@@ -1,0 +1,33 @@
+"""Transaction-scoped advisory locks: serialise work on one contact id, email or phone across workers."""
+
+import hashlib
+
+from django.db import connection
+
+
+def _key(name: str) -> int:
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def advisory_locks_acquire(*names: str) -> None:
+    """Take `pg_advisory_xact_lock` on each name, in a fixed order (no deadlock among them).
+
+    Released when the outermost transaction ends.
+    """
+    keys = sorted({_key(name) for name in names if name})
+    if not keys:
+        return
+    sql = "SELECT " + ", ".join("pg_advisory_xact_lock(%s)" for _ in keys)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, keys)
+
+
+def profile_lock(profile_id: int) -> None:
+    """Lock one profile row for the rest of the transaction.
+
+    Every writer that reads-then-writes a profile's consent, provenance or segments takes this first,
+    so they are serialised per profile and always lock the profile before its dependent rows.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM crm_profile WHERE id = %s FOR NO KEY UPDATE", [profile_id])

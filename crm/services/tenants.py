@@ -1,0 +1,20 @@
+"""Tenants are created on first sight (docs/decisions.md): the Messaging service owns the list."""
+
+from django.db import connection
+
+from crm.models import Tenant
+
+_INSERT_SQL = """
+INSERT INTO crm_tenant (external_id, name, created_at) VALUES (%s, '', now())
+ON CONFLICT (external_id) DO NOTHING
+"""
+
+
+def tenant_get_or_create(external_id: str) -> Tenant:
+    """The tenant with this external id (the producer's `tenantId`), created if new. Safe under concurrency."""
+    tenant = Tenant.objects.filter(external_id=external_id).first()
+    if tenant is not None:
+        return tenant
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, [external_id])
+    return Tenant.objects.get(external_id=external_id)
