@@ -63,6 +63,24 @@ class BridgeConfig:
         )
 
 
+class DrainingWorker(Worker):
+    """The bullmq Worker, except that a job fetched while it is closing is processed, not abandoned.
+
+    `Worker.run` leaves its loop as soon as it is closing and a round brings no job, but fetches
+    (`moveToActive`) already in flight still move jobs to active. Those jobs were never handed to
+    a processor: they stayed active until their lock expired and a stalled check gave them to
+    another bridge. `close()` awaits the in-flight fetches before closing the connections, so
+    processing such a job inside its fetch publishes and completes it like any other.
+    """
+
+    async def getNextJob(self, token: str):
+        job = await super().getNextJob(token)
+        if job is not None and self.closing:
+            await self.processJob(job, token)
+            return None
+        return job
+
+
 def bridged_job(job: Job, max_bytes: int) -> BridgedJob:
     """The JSON that travels in the Celery message for one BullMQ job."""
     bridged: BridgedJob = {
@@ -127,7 +145,7 @@ class Bridge:
     async def run(self) -> None:
         for batcher in self.batchers.values():
             batcher.start()
-        self.worker = Worker(self.config.queue_name, self.process, self.worker_options())
+        self.worker = DrainingWorker(self.config.queue_name, self.process, self.worker_options())
         self.worker.on("error", lambda err, *_: logger.warning("bullmq_error error=%s", str(err)[:300]))
         worker_task = asyncio.create_task(self.worker.run(), name="bullmq-worker")
         stats_task = asyncio.create_task(self._log_stats(), name="bridge-stats")
