@@ -1,1 +1,0 @@
-from tests.processes import broker_proxy, processes  # noqa: F401  (fixtures)
