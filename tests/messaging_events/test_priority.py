@@ -62,7 +62,7 @@ def test_each_type_lands_on_its_celery_queue(processes: Processes) -> None:
 
 def test_a_high_event_published_later_overtakes_the_low_backlog(processes: Processes) -> None:
     contact = "prio_contact"
-    backlog = 2000
+    backlog = 1000
     created = contact_job("contact.created", contact_payloads(contact=contact, prefix="prio")["contact.created"])
     opens = [
         message_job(
