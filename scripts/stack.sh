@@ -32,7 +32,7 @@ pg_bin() {
   # Debian's packages keep the server binaries off PATH.
   if command -v initdb >/dev/null 2>&1; then
     dirname "$(command -v initdb)"
-    return
+    return 0
   fi
   local found
   found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
@@ -99,7 +99,8 @@ stop_postgres() {
   local bin data="$STACK_DIR/pg"
   bin="$(pg_bin)"
   [ -s "$data/PG_VERSION" ] || return 0
-  as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+  as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>"$STACK_DIR/pg_stop.err" \
+    || log "postgres did not stop cleanly: $(cat "$STACK_DIR/pg_stop.err")"
 }
 
 start_redis() {
@@ -107,7 +108,7 @@ start_redis() {
   mkdir -p "$dir"
   if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     log "redis already running on $REDIS_PORT"
-    return
+    return 0
   fi
   log "starting redis on 127.0.0.1:$REDIS_PORT"
   # BullMQ and Celery both need every key kept: AOF persistence and no eviction.
@@ -115,7 +116,7 @@ start_redis() {
     --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
     --save "" --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
   for _ in $(seq 1 50); do
-    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   log "redis did not start; see $dir/redis.log"

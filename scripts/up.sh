@@ -20,11 +20,16 @@ if [ -z "${CELERY_BROKER_URL:-}" ] || [ -z "${BULLMQ_REDIS_URL:-}" ]; then
   export BULLMQ_REDIS_URL="${BULLMQ_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/1}"
 fi
 cleanup() {
-  [ -n "$own_redis" ] && stop_redis
-  [ -n "$own_pg" ] && stop_postgres
-  return 0
+  # A second Ctrl-C, or the terminal closing, must not leave the servers running.
+  trap '' INT TERM HUP
+  log "stopping the servers this command started"
+  if [ -n "$own_pg" ]; then stop_postgres; fi
+  if [ -n "$own_redis" ]; then stop_redis; fi
+  log "servers stopped"
 }
 trap cleanup EXIT
+# Ctrl-C reaches honcho too, which stops every process; then leave through the EXIT trap.
+trap 'exit 130' INT TERM HUP
 
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-config.settings.local}"
 export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:admin}"
