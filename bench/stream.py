@@ -8,8 +8,10 @@ Contact and consent events: name = type, `data = {"payload": {eventId, tenantId,
 Message and engagement events: name = type, `data = {type, identity: {messagingContactId}, payload}`,
 with no tenant, as in the seed: the contact's link decides it.
 
-Jobs are ordered by when they happened: sign-ups, then the campaign send, deliveries and failures,
-then engagement. `tag` makes every id of a stream unique, so streams can be replayed side by side.
+Jobs come in blocks of CONTACTS_PER_BLOCK contacts, each block ordered by when its events happened
+(sign-up, send, delivery or failure, engagement), so that every stretch of the stream has the same
+mix: a run stopped by its time budget measures the same work per event as a complete one.
+`tag` makes every id of a stream unique, so streams can be replayed side by side.
 
     python -m bench.stream --contacts 10000 --tag a > stream.jsonl
 """
@@ -28,6 +30,7 @@ REPLIES = ["Yes, I'm interested", "Thanks!", "What time does it close?", "STOP",
 FAIL_REASONS = ["invalid_email", "invalid_number", "provider_timeout", "rejected_by_carrier"]
 SOFT_REASONS = ["mailbox_full", "temporarily_unavailable"]
 HARD_REASONS = ["mailbox_not_found", "domain_not_found"]
+CONTACTS_PER_BLOCK = 50
 USER_AGENT = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
 )
@@ -57,16 +60,18 @@ def generate(contacts: int = 10_000, tenants: int = 4, tag: str = "a", seed: int
     now = datetime.now(UTC).replace(microsecond=0)
     signup_start = now - timedelta(hours=3)
     send_start = now - timedelta(hours=2)
-    timed: list[tuple[datetime, int, dict]] = []
+    timed: list[tuple[int, datetime, int, dict]] = []
     seq = 0
+    block = 0
 
     def add(moment: datetime, job: dict) -> None:
         nonlocal seq
-        timed.append((moment, seq, job))
+        timed.append((block, moment, seq, job))
         seq += 1
 
     for index, contact in enumerate(contacts_of(contacts, tenants, tag)):
         cid, tenant = contact.contact_id, contact.tenant
+        block = index // CONTACTS_PER_BLOCK
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         signup = signup_start + timedelta(seconds=index * 3600 / max(contacts, 1))
         add(
@@ -203,8 +208,8 @@ def generate(contacts: int = 10_000, tenants: int = 4, tag: str = "a", seed: int
                     {"originalMessageId": message_id, "replyText": rng.choice(REPLIES), "repliedAt": _iso(at)},
                 ),
             )
-    timed.sort(key=lambda item: (item[0], item[1]))
-    return [job for _, _, job in timed]
+    timed.sort(key=lambda item: item[:3])
+    return [job for *_, job in timed]
 
 
 def low_flood(contacts: list[Contact], count: int, tag: str, seed: int = 2) -> list[dict]:
