@@ -7,6 +7,7 @@ renewed by the bullmq Worker) and are never dropped.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -82,10 +83,8 @@ class Batcher:
                 remaining = self._pending[0].arrived_at + self.linger_s - loop.time()
                 if remaining > 0:
                     self._wakeup.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
-                    except TimeoutError:
-                        pass
                     if len(self._pending) < self.max_size and self._pending[0].arrived_at + self.linger_s > loop.time():
                         continue
             batch = self._pending[: self.max_size]

@@ -21,7 +21,7 @@ from messaging_events.bridge.batcher import Batcher, Publish
 from messaging_events.bridge.publisher import CeleryPublisher
 from messaging_events.contract.jobs import BridgedJob, Rejection, identity_of, parse_job
 from messaging_events.contract.routing import QUEUE_ORDER, event_type_from_name
-from messaging_events.services.inbox import OVERSIZED_MARKER
+from messaging_events.services.inbox import OVERSIZED_MARKER, UNDECODABLE_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +63,34 @@ class BridgeConfig:
         )
 
 
-class DrainingWorker(Worker):
-    """The bullmq Worker, except that a job fetched while it is closing is processed, not abandoned.
+def _decodes(raw: object) -> bool:
+    try:
+        json.loads(raw if isinstance(raw, str | bytes) else "{}")
+    except ValueError:
+        return False
+    return True
 
-    `Worker.run` leaves its loop as soon as it is closing and a round brings no job, but fetches
-    (`moveToActive`) already in flight still move jobs to active. Those jobs were never handed to
-    a processor: they stayed active until their lock expired and a stalled check gave them to
-    another bridge. `close()` awaits the in-flight fetches before closing the connections, so
-    processing such a job inside its fetch publishes and completes it like any other.
+
+class BridgeWorker(Worker):
+    """The bullmq Worker with two guarantees the stock one lacks.
+
+    Undecodable data: bullmq parses `data` with `json.loads` before any processor runs, so a
+    job whose data is not JSON (only a raw Redis write can make one) would fail inside the fetch,
+    stall, and come back forever. Here such data is wrapped as `{UNDECODABLE_MARKER: {head}}`, so
+    the job reaches the processor, becomes a rejection record and is completed.
+
+    Draining: `Worker.run` leaves its loop as soon as it is closing and a round brings no job, but
+    fetches (`moveToActive`) already in flight still move jobs to active. Those jobs were never
+    handed to a processor: they stayed active until their lock expired and a stalled check gave
+    them to another bridge. `close()` awaits the in-flight fetches before closing the connections,
+    so processing such a job inside its fetch publishes and completes it like any other.
     """
+
+    async def nextJobFromJobData(self, job_data=None, job_id=None, limit_until=0, delay_until=0, token=None):
+        if job_data and not _decodes(job_data.get("data", "{}")):
+            head = str(job_data.get("data"))[:OVERSIZED_PREVIEW_CHARS]
+            job_data = {**job_data, "data": json.dumps({UNDECODABLE_MARKER: {"head": head}})}
+        return await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
 
     async def getNextJob(self, token: str):
         job = await super().getNextJob(token)
@@ -90,6 +109,10 @@ def bridged_job(job: Job, max_bytes: int) -> BridgedJob:
         "attemptsMade": job.attemptsMade,
         "data": job.data,
     }
+    if isinstance(job.data, dict) and UNDECODABLE_MARKER in job.data:
+        bridged["key"] = identity_of(bridged["name"], job.data)
+        bridged["rejection"] = "job data is not valid JSON"
+        return bridged
     encoded = json.dumps(job.data, separators=(",", ":"), ensure_ascii=False, default=str)
     size = len(encoded.encode())
     if size > max_bytes:
@@ -145,7 +168,7 @@ class Bridge:
     async def run(self) -> None:
         for batcher in self.batchers.values():
             batcher.start()
-        self.worker = DrainingWorker(self.config.queue_name, self.process, self.worker_options())
+        self.worker = BridgeWorker(self.config.queue_name, self.process, self.worker_options())
         self.worker.on("error", lambda err, *_: logger.warning("bullmq_error error=%s", str(err)[:300]))
         worker_task = asyncio.create_task(self.worker.run(), name="bullmq-worker")
         stats_task = asyncio.create_task(self._log_stats(), name="bridge-stats")

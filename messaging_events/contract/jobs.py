@@ -13,7 +13,13 @@ from typing import Any, TypedDict
 from pydantic import ValidationError
 
 from messaging_events.contract.fields import check_timestamp_range
-from messaging_events.contract.routing import REJECTION_PRIORITY, EventType, Priority, event_type_from_name, priority_for
+from messaging_events.contract.routing import (
+    REJECTION_PRIORITY,
+    EventType,
+    Priority,
+    event_type_from_name,
+    priority_for,
+)
 from messaging_events.contract.schemas import OCCURRED_AT_FIELD, SCHEMAS, Payload
 
 MAX_ERROR_LENGTH = 2000
@@ -170,7 +176,9 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
     identity_contact = (identity or {}).get("messagingContactId")
     if identity_contact is not None and not _short_str(identity_contact):
         raise _Invalid("data.identity.messagingContactId must be a string of 1 to 128 characters")
-    contact_id = _agree("contact ids in payload.contactId and identity.messagingContactId", payload.contactId, identity_contact)
+    contact_id = _agree(
+        "contact ids in payload.contactId and identity.messagingContactId", payload.contactId, identity_contact
+    )
     if not contact_id:
         raise _Invalid("names no contact (payload.contactId or identity.messagingContactId)")
     top_tenant = data.get("tenantId")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import F
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 OVERSIZED_MARKER = "_oversized"
+UNDECODABLE_MARKER = "_undecodable"
+# Data the bridge could not forward as received: a replay must reject it again, for the same reason.
+UNREADABLE_MARKERS = (OVERSIZED_MARKER, UNDECODABLE_MARKER)
 
 
 @dataclass
@@ -155,7 +158,9 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
 def _log_outcome(parsed: Event | Rejection, outcome: Outcome) -> None:
     # Ids only: emails and phone numbers are personal data and never reach the logs.
     event_type = parsed.type.value if isinstance(parsed, Event) else parsed.event_type
-    level = logging.INFO if outcome.status in (InboundEventStatus.APPLIED, InboundEventStatus.IGNORED) else logging.WARNING
+    level = (
+        logging.INFO if outcome.status in (InboundEventStatus.APPLIED, InboundEventStatus.IGNORED) else logging.WARNING
+    )
     logger.log(
         level,
         "event_%s type=%s key=%s job=%s contact=%s reason=%s",
@@ -206,6 +211,6 @@ def job_from_row(row: InboundEvent) -> BridgedJob:
         "data": row.raw_data,
         "key": row.idempotency_key,
     }
-    if isinstance(row.raw_data, dict) and OVERSIZED_MARKER in row.raw_data:
+    if isinstance(row.raw_data, dict) and any(marker in row.raw_data for marker in UNREADABLE_MARKERS):
         job["rejection"] = row.error
     return job
