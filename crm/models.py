@@ -161,14 +161,14 @@ class ConsentChange(models.Model):
             models.UniqueConstraint(fields=["profile", "channel", "tiebreak"], name="consent_change_once"),
         ]
 
+    def __str__(self) -> str:
+        verb = "opt-in" if self.opted_in else "opt-out"
+        return f"{self.channel} {verb} @ {self.occurred_at:%Y-%m-%d %H:%M} ({self.source})"
+
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None and not kwargs.pop("allow_update", False):
             raise ValueError("The consent ledger is append-only.")
         super().save(*args, **kwargs)
-
-    def __str__(self) -> str:
-        verb = "opt-in" if self.opted_in else "opt-out"
-        return f"{self.channel} {verb} @ {self.occurred_at:%Y-%m-%d %H:%M} ({self.source})"
 
 
 class InteractionType(models.TextChoices):
@@ -250,12 +250,18 @@ class SegmentMembership(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["segment", "profile"], name="segment_member_once")]
 
+    def __str__(self) -> str:
+        return f"{self.segment_id} ∋ {self.profile_id}"
+
 
 class PendingScoreRefresh(models.Model):
     """Profiles whose engagement score awaits recomputation. One row per profile coalesces many events."""
 
     profile = models.OneToOneField(Profile, on_delete=models.CASCADE, primary_key=True, related_name="+")
     requested_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"score refresh for profile {self.profile_id}"
 
 
 class HardBounce(models.Model):
@@ -268,5 +274,8 @@ class HardBounce(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["profile", "message_id"], name="hard_bounce_once")]
+
+    def __str__(self) -> str:
+        return f"hard bounce {self.message_id} @ {self.occurred_at:%Y-%m-%d}"
 
 
