@@ -72,7 +72,7 @@ def _activity_data(*, change_id: int, channel: str, opted_in: bool, source: str)
     return {"channel": channel, "opted_in": opted_in, "source": source, "consent_change_id": change_id}
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def consent_statement_record(
     *,
     profile: Profile,
@@ -201,7 +201,7 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
         )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def consent_state_recompute(*, profile: Profile) -> bool:
     """Rebuild every channel's state and consent activities from the ledger (after a merge).
 

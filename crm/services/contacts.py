@@ -137,7 +137,7 @@ def _contact_apply(
     )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def contact_import(
     *,
     tenant_external_id: str,
@@ -171,7 +171,7 @@ def contact_import(
     )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def contact_update(
     *,
     tenant_external_id: str,
@@ -202,7 +202,7 @@ def contact_update(
     )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def contact_preferences_update(
     *,
     tenant_external_id: str,

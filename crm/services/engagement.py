@@ -104,7 +104,7 @@ def engagement_scores_compute(*, profile_ids: list[int], now: datetime) -> dict[
     return result
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def engagement_scores_refresh(*, profile_ids: list[int], now: datetime | None = None) -> dict[int, float]:
     """Recompute and store the scores of these profiles; recompute segment membership where a score changed."""
     from crm.services.segments import segment_membership_refresh

@@ -51,7 +51,7 @@ WHERE b.profile_id = %(source)s AND NOT EXISTS (
 """
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def profile_merge(
     *, source: Profile, target: Profile, occurred_at: datetime, source_event_id: int | None, reason: str
 ) -> Profile:

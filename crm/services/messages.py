@@ -137,7 +137,7 @@ def _touch(*, profile: Profile, fields: tuple[str, ...], occurred_at: datetime) 
     Profile.objects.filter(pk=profile.pk).update(**{field: Greatest(field, at) for field in fields})
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def message_sent_record(
     *,
     profile: Profile,
@@ -174,7 +174,7 @@ def message_sent_record(
     _touch(profile=profile, fields=("last_message_at",), occurred_at=occurred_at)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def message_delivered_record(
     *, profile: Profile, message_id: str, occurred_at: datetime, source_event_id: int | None
 ) -> None:
@@ -198,7 +198,7 @@ def failure_invalidates(reason: str | None) -> str | None:
     return None
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def message_failed_record(
     *,
     profile: Profile,
@@ -223,7 +223,7 @@ def message_failed_record(
         )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def message_bounced_record(
     *,
     profile: Profile,
@@ -282,13 +282,13 @@ def hard_bounce_automation_apply(*, profile: Profile, around: datetime | None, s
                 source=ConsentSource.BOUNCE_AUTOMATION,
                 source_key=f"hard-bounce:{message_id}",
                 source_event_id=source_event_id,
-                lawful_basis=f"{in_window} hard bounces within {settings.HARD_BOUNCE_WINDOW_DAYS} days",
+                lawful_basis=f"at least {threshold} hard bounces within {settings.HARD_BOUNCE_WINDOW_DAYS} days",
             )
             recorded += int(result.recorded)
     return recorded
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def email_opened_record(
     *,
     profile: Profile,
@@ -328,7 +328,7 @@ def utm_parameters(link_url: str | None) -> dict[str, str]:
     return {name: query[name][0][:200] for name in UTM_FIELDS if query.get(name)}
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def email_clicked_record(
     *,
     profile: Profile,
@@ -399,7 +399,7 @@ def sms_opt_out_keyword(reply_text: str | None) -> str | None:
     return None
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def sms_replied_record(
     *,
     profile: Profile,

@@ -191,7 +191,7 @@ def profile_merge_fields(*, source: Profile, target: Profile) -> dict:
     return merged
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def profile_update_by_staff(*, profile: Profile, changes: dict[str, object], user) -> None:
     """A staff edit. Identity fields and verification flags are marked as set by staff (events never
     overwrite them); a `PROFILE_UPDATED` activity records old and new values; segment membership is

@@ -33,7 +33,7 @@ def segment_qualifies(*, segment: Segment, values: dict) -> bool:
     return not (segment.require_verified_email and values.get("email_verified") is not True)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def segment_membership_refresh(*, profile: Profile) -> None:
     """Recompute the segments one profile belongs to, from its current row (not the passed object)."""
     segments = list(Segment.objects.filter(tenant_id=profile.tenant_id))
@@ -68,7 +68,7 @@ def segment_members_queryset(*, segment: Segment) -> QuerySet[Profile]:
     return profiles
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def segment_rebuild(*, segment: Segment) -> int:
     """Make the segment's members exactly the profiles that meet its rules. Returns the member count."""
     members = segment_members_queryset(segment=segment)
@@ -77,7 +77,7 @@ def segment_rebuild(*, segment: Segment) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO crm_segmentmembership (tenant_id, segment_id, profile_id, added_at) "
-            f"SELECT %s, %s, q.id, now() FROM ({sql}) q "
+            f"SELECT %s, %s, q.profile_id, now() FROM ({sql}) AS q (profile_id) "
             "ON CONFLICT (segment_id, profile_id) DO NOTHING",
             [segment.tenant_id, segment.pk, *params],
         )

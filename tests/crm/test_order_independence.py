@@ -1,0 +1,347 @@
+"""Property: the final CRM state does not depend on the order (or repetition) of event arrival.
+
+A realistic stream for a few contacts — contact.created/updated, preference changes (some before the
+contact exists), sent/delivered/failed/bounced (hard and soft)/opened/clicked/replied (including
+STOP), and duplicates — is applied once in occurred-at order and once in a random permutation.
+Contacts c1 and c3 share an email (one person, two contactIds), so stubs and merges are exercised.
+
+Compared, per profile (identified by its set of contactIds): profile fields, consent state and the
+ledger as a set (without `superseded`, `recorded_at` and ids), verification flags, interactions and
+counts, attributions, hard bounces, segment membership, the engagement score at a fixed time, and
+the number of activities per type except PROFILE_UPDATED and PROFILE_MERGED.
+"""
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crm.models import (
+    ActivityType,
+    Profile,
+    Segment,
+)
+from crm.services.engagement import engagement_scores_refresh
+from crm.services.tenants import tenant_get_or_create
+from messaging_events.services.parking import unpark_contacts
+from tests.factories import (
+    BASE_TIME,
+    TENANT,
+    at,
+    contact_created_job,
+    contact_preference_updated_job,
+    contact_updated_job,
+    email_clicked_job,
+    email_opened_job,
+    message_bounced_job,
+    message_delivered_job,
+    message_failed_job,
+    message_sent_job,
+    process,
+    sms_replied_job,
+)
+
+pytestmark = pytest.mark.django_db
+
+CONTACTS = {
+    "c1": {"email": "ann@example.com", "phone": "+27821110001", "new_phone": "+27821110091"},
+    "c2": {"email": "bob@example.com", "phone": "+27821110002", "new_phone": "+27821110092"},
+    "c3": {"email": "ann@example.com", "phone": None, "new_phone": "+27821110093"},  # the same person as c1
+}
+SCORE_AT = BASE_TIME + timedelta(days=5)
+EXCLUDED_ACTIVITY_TYPES = {ActivityType.PROFILE_UPDATED, ActivityType.PROFILE_MERGED}
+
+minutes = st.integers(min_value=0, max_value=600)
+opt = st.none() | st.booleans()
+
+
+@st.composite
+def contact_stream(draw, contact_id: str, counter) -> list[tuple]:
+    """(occurred_at, job) pairs for one contact."""
+    events = []
+    identity = CONTACTS[contact_id]
+    created_at = draw(minutes)
+    events.append(
+        (
+            at(created_at),
+            contact_created_job(
+                contact_id=contact_id,
+                event_id=f"e{next(counter)}",
+                email=identity["email"],
+                phone=identity["phone"],
+                first_name=draw(st.sampled_from(["Ann", "Anne", None])),
+                last_name=draw(st.sampled_from(["Smith", None])),
+                email_opt_in=draw(opt),
+                sms_opt_in=draw(opt),
+                timestamp=at(created_at),
+            ),
+        )
+    )
+    for _ in range(draw(st.integers(0, 2))):
+        when = draw(minutes)  # may be before contact.created: consent before contact
+        events.append(
+            (
+                at(when),
+                contact_updated_job(
+                    contact_id=contact_id,
+                    event_id=f"e{next(counter)}",
+                    email=draw(st.sampled_from([identity["email"], None])),
+                    first_name=draw(st.sampled_from(["Annie", "Jo", None])),
+                    phone=draw(st.sampled_from([None, identity["new_phone"]])),
+                    email_opt_in=draw(opt),
+                    whatsapp_opt_in=draw(opt),
+                    timestamp=at(when),
+                ),
+            )
+        )
+    for _ in range(draw(st.integers(0, 3))):
+        when = draw(minutes)
+        channel = draw(st.sampled_from(["email_opt_in", "sms_opt_in", "push_opt_in"]))
+        events.append(
+            (
+                at(when),
+                contact_preference_updated_job(
+                    contact_id=contact_id,
+                    event_id=f"e{next(counter)}",
+                    timestamp=at(when),
+                    **{channel: draw(st.booleans())},
+                ),
+            )
+        )
+    for n in range(draw(st.integers(0, 2))):
+        message_id = f"{contact_id}-m{n}"
+        campaign = f"camp-{contact_id}-{n}"
+        sent = draw(minutes)
+        events.append(
+            (
+                at(sent),
+                message_sent_job(
+                    contact_id=contact_id,
+                    message_id=message_id,
+                    campaign_id=campaign,
+                    sent_at=at(sent),
+                    event_id=f"e{next(counter)}",
+                ),
+            )
+        )
+        later = st.integers(min_value=sent, max_value=sent + 120).map(at)
+        if draw(st.booleans()):
+            when = draw(later)
+            events.append(
+                (
+                    when,
+                    message_delivered_job(
+                        contact_id=contact_id, message_id=message_id, delivered_at=when, event_id=f"e{next(counter)}"
+                    ),
+                )
+            )
+        if draw(st.booleans()):
+            when = draw(later)
+            reason = draw(st.sampled_from(["invalid_email", "invalid_number", "timeout"]))
+            events.append(
+                (
+                    when,
+                    message_failed_job(
+                        contact_id=contact_id,
+                        message_id=message_id,
+                        reason=reason,
+                        failed_at=when,
+                        event_id=f"e{next(counter)}",
+                    ),
+                )
+            )
+        for _ in range(draw(st.integers(0, 1))):
+            when = draw(later)
+            events.append(
+                (
+                    when,
+                    message_bounced_job(
+                        contact_id=contact_id,
+                        message_id=message_id,
+                        bounce_type=draw(st.sampled_from(["hard", "soft"])),
+                        bounced_at=when,
+                        event_id=f"e{next(counter)}",
+                    ),
+                )
+            )
+        for _ in range(draw(st.integers(0, 2))):
+            when = draw(later)
+            events.append(
+                (
+                    when,
+                    email_opened_job(
+                        contact_id=contact_id,
+                        message_id=message_id,
+                        campaign_id=draw(st.sampled_from([campaign, None])),
+                        opened_at=when,
+                        event_id=f"e{next(counter)}",
+                    ),
+                )
+            )
+        for _ in range(draw(st.integers(0, 1))):
+            when = draw(later)
+            url = draw(st.sampled_from(["https://example.com/a", "https://example.com/b?utm_source=news&utm_term=x"]))
+            events.append(
+                (
+                    when,
+                    email_clicked_job(
+                        contact_id=contact_id,
+                        message_id=message_id,
+                        campaign_id=draw(st.sampled_from([campaign, None])),
+                        link_url=url,
+                        clicked_at=when,
+                        event_id=f"e{next(counter)}",
+                    ),
+                )
+            )
+    for _ in range(draw(st.integers(0, 2))):
+        when = draw(minutes)
+        text = draw(st.sampled_from(["Yes please", " stop ", "STOP ALL", "Opt Out"]))
+        events.append(
+            (
+                at(when),
+                sms_replied_job(
+                    contact_id=contact_id, reply_text=text, replied_at=at(when), event_id=f"e{next(counter)}"
+                ),
+            )
+        )
+    return events
+
+
+@st.composite
+def streams(draw) -> list[tuple]:
+    counter = iter(range(1, 10_000))
+    events = []
+    for contact_id in CONTACTS:
+        events.extend(draw(contact_stream(contact_id, counter)))
+    duplicates = draw(st.lists(st.integers(0, len(events) - 1), max_size=5))
+    return events + [events[i] for i in duplicates]
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def snapshot() -> dict:
+    """The comparable state, per profile keyed by its contactIds (ids and arrival-dependent fields left out)."""
+    state = {}
+    for profile in Profile.objects.prefetch_related(
+        "contact_links",
+        "consents",
+        "consent_changes",
+        "interactions",
+        "attributions",
+        "activities",
+        "hard_bounces",
+        "segments",
+    ):
+        key = tuple(sorted(link.messaging_contact_id for link in profile.contact_links.all()))
+        state[key] = {
+            "fields": {
+                name: getattr(profile, name)
+                for name in (
+                    "email",
+                    "phone",
+                    "first_name",
+                    "last_name",
+                    "email_verified",
+                    "phone_verified",
+                    "email_opt_in",
+                    "sms_opt_in",
+                    "push_opt_in",
+                    "whatsapp_opt_in",
+                    "is_stub",
+                    "engagement_score",
+                )
+            }
+            | {
+                name: _iso(getattr(profile, name))
+                for name in ("last_message_at", "last_activity_at", "last_email_open_at")
+            },
+            "consent": {c.channel: (c.opted_in, _iso(c.changed_at), c.source) for c in profile.consents.all()},
+            "ledger": sorted(
+                (c.channel, c.opted_in, _iso(c.occurred_at), c.source, c.lawful_basis, c.tiebreak)
+                for c in profile.consent_changes.all()
+            ),
+            "interactions": sorted(
+                (
+                    i.message_id,
+                    i.type,
+                    i.campaign_id,
+                    i.template_id,
+                    i.channel,
+                    i.count,
+                    _iso(i.first_at),
+                    _iso(i.last_at),
+                )
+                for i in profile.interactions.all()
+            ),
+            "attributions": sorted(
+                (
+                    a.campaign_id,
+                    a.message_id,
+                    a.link_id,
+                    a.link_url,
+                    a.utm_source,
+                    a.utm_medium,
+                    a.utm_campaign,
+                    a.utm_term,
+                    a.utm_content,
+                    _iso(a.occurred_at),
+                )
+                for a in profile.attributions.all()
+            ),
+            "hard_bounces": sorted((b.message_id, _iso(b.occurred_at)) for b in profile.hard_bounces.all()),
+            "segments": sorted(s.name for s in profile.segments.all()),
+            "activities": dict(
+                sorted(
+                    Counter(a.type for a in profile.activities.all() if a.type not in EXCLUDED_ACTIVITY_TYPES).items()
+                )
+            ),
+        }
+    return state
+
+
+class _Rollback(Exception):
+    pass
+
+
+def final_state(jobs: list) -> dict:
+    """Apply the jobs through the inbox, re-apply parked events, score at a fixed time; then roll back."""
+    result: dict = {}
+    try:
+        with transaction.atomic():
+            tenant = tenant_get_or_create(TENANT)
+            Segment.objects.create(tenant=tenant, name="email", required_consent_channel="email")
+            Segment.objects.create(
+                tenant=tenant, name="sms-engaged", required_consent_channel="sms", min_engagement_score=5
+            )
+            Segment.objects.create(tenant=tenant, name="engaged", min_engagement_score=10)
+            for job in jobs:
+                process(job)
+            unpark_contacts(sorted(CONTACTS))
+            engagement_scores_refresh(profile_ids=list(Profile.objects.values_list("pk", flat=True)), now=SCORE_AT)
+            result = snapshot()
+            raise _Rollback
+    except _Rollback:
+        pass
+    return result
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(stream=streams(), data=st.data())
+def test_final_state_does_not_depend_on_arrival_order(stream: list[tuple], data: st.DataObject) -> None:
+    in_order = [job for _, job in sorted(stream, key=lambda pair: pair[0])]
+    permutation = data.draw(st.permutations(range(len(stream))), label="arrival order")
+    shuffled = [stream[i][1] for i in permutation]
+
+    expected = final_state(in_order)
+    actual = final_state(shuffled)
+    assert set(actual) == set(expected)
+    for contacts in expected:
+        assert actual[contacts] == expected[contacts], contacts
