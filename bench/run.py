@@ -607,7 +607,12 @@ class Bench:
                 if self.inbox_max_id() == 0:  # the stream's data, once, is what gets multiplied
                     self.run_e2e("scaling_seed", paths["stream_a"], size)
                 t = time.monotonic()
-                counts = prefill.multiply(SIZES["prefill_factor"] - 1)
+                # 10x the stream's data, whatever share of the stream the earlier phases applied in their budget.
+                profiles = self.sql("SELECT count(*) FROM crm_profile")[0][0]
+                wanted = SIZES["prefill_factor"] * contacts
+                copies = max(SIZES["prefill_factor"] - 1, -(-wanted // max(profiles, 1)) - 1)
+                record.update(profiles_before=profiles, target_profiles=wanted, copies=copies)
+                counts = prefill.multiply(copies)
                 prefill.vacuum_analyze()
                 record.update(seconds=round(time.monotonic() - t, 1), rows=counts)
                 log.info("  prefilled to %dx in %.1fs: %s", SIZES["prefill_factor"], record["seconds"], counts)
@@ -615,7 +620,18 @@ class Bench:
             if "priority" in PHASES:
                 if "scaling" not in PHASES:  # the flood's contacts are stream b's: apply it first
                     self.run_e2e("priority_seed", paths["stream_b"], size)
-                self.run_priority(stream.contacts_of(contacts, tenants, "b"), tag="flood")
+                # The flood and the consent changes name contacts the CRM knows (stream b's, as far as applied).
+                known = [
+                    stream.Contact(tenant, contact_id)
+                    for contact_id, tenant in self.sql(
+                        "SELECT l.messaging_contact_id, t.external_id FROM crm_contactlink l "
+                        "JOIN crm_tenant t ON t.id = l.tenant_id WHERE l.messaging_contact_id LIKE 'c-b-%%' "
+                        "AND l.messaging_contact_id NOT LIKE '%%~%%' ORDER BY l.id LIMIT %s",
+                        [contacts],
+                    )
+                ]
+                self.details["phases"].setdefault("priority_contacts", {})["known"] = len(known)
+                self.run_priority(known or stream.contacts_of(contacts, tenants, "b"), tag="flood")
         finally:
             self.stop_all()
             self.sampler.stop()
