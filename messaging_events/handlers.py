@@ -17,10 +17,10 @@ from crm.services.selectors import contact_link_for_event
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.contract.jobs import Event
 from messaging_events.contract.routing import EventType
-from messaging_events.models import InboundEvent
 from messaging_events.outcomes import Outcome
 
-Handler = Callable[[Event, InboundEvent], Outcome]
+# A handler gets the validated event and its inbox row's id (the source of every record it writes).
+Handler = Callable[[Event, int], Outcome]
 HANDLERS: dict[EventType, Handler] = {}
 
 
@@ -50,7 +50,7 @@ def _contact_fields(event: Event) -> dict:
 
 
 @handles(EventType.CONTACT_CREATED)
-def contact_created(event: Event, row: InboundEvent) -> Outcome:
+def contact_created(event: Event, inbox_id: int) -> Outcome:
     result = contacts.contact_import(
         tenant_external_id=event.tenant_ref,
         contact_id=event.contact_id,
@@ -58,13 +58,13 @@ def contact_created(event: Event, row: InboundEvent) -> Outcome:
         opt_ins=event.payload.consent_statements(),
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
     return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
 
 
 @handles(EventType.CONTACT_UPDATED)
-def contact_updated(event: Event, row: InboundEvent) -> Outcome:
+def contact_updated(event: Event, inbox_id: int) -> Outcome:
     result = contacts.contact_update(
         tenant_external_id=event.tenant_ref,
         contact_id=event.contact_id,
@@ -72,41 +72,41 @@ def contact_updated(event: Event, row: InboundEvent) -> Outcome:
         opt_ins=event.payload.consent_statements(),
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
     return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
 
 
 @handles(EventType.CONTACT_PREFERENCE_UPDATED)
-def contact_preference_updated(event: Event, row: InboundEvent) -> Outcome:
+def contact_preference_updated(event: Event, inbox_id: int) -> Outcome:
     result = contacts.contact_preferences_update(
         tenant_external_id=event.tenant_ref,
         contact_id=event.contact_id,
         opt_ins=event.payload.consent_statements(),
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
     return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
 
 
 @handles(EventType.CONTACT_DELETED)
-def contact_deleted(event: Event, row: InboundEvent) -> Outcome:
+def contact_deleted(event: Event, inbox_id: int) -> Outcome:
     return Outcome.ignored(None, "contact.deleted is reserved by the contract; the CRM changes nothing")
 
 
 # -- message and engagement events ---------------------------------------------------------
 
 
-def _message_event(apply: Callable[[Event, InboundEvent, Profile], None]) -> Handler:
+def _message_event(apply: Callable[[Event, int, Profile], None]) -> Handler:
     """Find the contact's profile (or park the event), then apply it."""
 
-    def handler(event: Event, row: InboundEvent) -> Outcome:
+    def handler(event: Event, inbox_id: int) -> Outcome:
         link = contact_link_for_event(contact_id=event.contact_id, tenant_external_id=event.tenant_ref)
         if link is None:
             tenant_id = tenant_get_or_create(event.tenant_ref).pk if event.tenant_ref else None
             return Outcome.parked(tenant_id, f"contact {event.contact_id} is not known yet")
-        apply(event, row, link.profile)
+        apply(event, inbox_id, link.profile)
         return Outcome.applied(link.tenant_id)
 
     handler.__name__ = apply.__name__
@@ -116,7 +116,7 @@ def _message_event(apply: Callable[[Event, InboundEvent, Profile], None]) -> Han
 
 @handles(EventType.MESSAGE_SENT)
 @_message_event
-def message_sent(event: Event, row: InboundEvent, profile: Profile) -> None:
+def message_sent(event: Event, inbox_id: int, profile: Profile) -> None:
     p = event.payload
     messages.message_sent_record(
         profile=profile,
@@ -126,34 +126,34 @@ def message_sent(event: Event, row: InboundEvent, profile: Profile) -> None:
         template_name=p.templateName,
         campaign_id=p.campaignId,
         occurred_at=event.occurred_at,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
 
 
 @handles(EventType.MESSAGE_DELIVERED)
 @_message_event
-def message_delivered(event: Event, row: InboundEvent, profile: Profile) -> None:
+def message_delivered(event: Event, inbox_id: int, profile: Profile) -> None:
     messages.message_delivered_record(
-        profile=profile, message_id=event.payload.messageId, occurred_at=event.occurred_at, source_event_id=row.pk
+        profile=profile, message_id=event.payload.messageId, occurred_at=event.occurred_at, source_event_id=inbox_id
     )
 
 
 @handles(EventType.MESSAGE_FAILED)
 @_message_event
-def message_failed(event: Event, row: InboundEvent, profile: Profile) -> None:
+def message_failed(event: Event, inbox_id: int, profile: Profile) -> None:
     messages.message_failed_record(
         profile=profile,
         message_id=event.payload.messageId,
         reason=event.payload.reason,
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
 
 
 @handles(EventType.MESSAGE_BOUNCED)
 @_message_event
-def message_bounced(event: Event, row: InboundEvent, profile: Profile) -> None:
+def message_bounced(event: Event, inbox_id: int, profile: Profile) -> None:
     messages.message_bounced_record(
         profile=profile,
         message_id=event.payload.messageId,
@@ -161,26 +161,26 @@ def message_bounced(event: Event, row: InboundEvent, profile: Profile) -> None:
         reason=event.payload.reason,
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
 
 
 @handles(EventType.EMAIL_OPENED)
 @_message_event
-def email_opened(event: Event, row: InboundEvent, profile: Profile) -> None:
+def email_opened(event: Event, inbox_id: int, profile: Profile) -> None:
     messages.email_opened_record(
         profile=profile,
         message_id=event.payload.messageId,
         campaign_id=event.payload.campaignId,
         device_type=event.payload.deviceType,
         occurred_at=event.occurred_at,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
 
 
 @handles(EventType.EMAIL_CLICKED)
 @_message_event
-def email_clicked(event: Event, row: InboundEvent, profile: Profile) -> None:
+def email_clicked(event: Event, inbox_id: int, profile: Profile) -> None:
     p = event.payload
     messages.email_clicked_record(
         profile=profile,
@@ -189,18 +189,18 @@ def email_clicked(event: Event, row: InboundEvent, profile: Profile) -> None:
         link_id=p.linkId,
         link_url=p.linkUrl,
         occurred_at=event.occurred_at,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )
 
 
 @handles(EventType.SMS_REPLIED)
 @_message_event
-def sms_replied(event: Event, row: InboundEvent, profile: Profile) -> None:
+def sms_replied(event: Event, inbox_id: int, profile: Profile) -> None:
     messages.sms_replied_record(
         profile=profile,
         original_message_id=event.payload.originalMessageId,
         reply_text=event.payload.replyText,
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
-        source_event_id=row.pk,
+        source_event_id=inbox_id,
     )

@@ -90,9 +90,10 @@ def _claim(parsed: Event | Rejection, *, count_delivery: bool) -> tuple[int, str
     return row_id, status, inserted
 
 
-def _finish(row_id: int, *, status: str, tenant_id: int | None, error: str) -> None:
+def _finish(row_id: int, *, status: str, tenant_id: int | None, error: str, attempted: bool = True) -> None:
     now = timezone.now()
     InboundEvent.objects.filter(pk=row_id).update(
+        attempts=F("attempts") + (1 if attempted else 0),
         status=status,
         tenant_id=tenant_id,
         error=_strip_nul(error)[:4000],
@@ -108,11 +109,10 @@ def _tenant_id_for_ref(tenant_ref: str) -> int | None:
 
 
 def _apply(event: Event, row_id: int) -> Outcome:
-    row = InboundEvent.objects.get(pk=row_id)
     handler = handler_for(event.type)
     try:
         with transaction.atomic():  # a savepoint: a rejected or broken event leaves no effect behind
-            return handler(event, row)
+            return handler(event, row_id)
     except ApplicationError as exc:
         return Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), exc.message)
     except TRANSIENT_ERRORS:
@@ -145,7 +145,6 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
             rerunnable = True
         if not rerunnable:
             return status, None
-        InboundEvent.objects.filter(pk=row_id).update(attempts=F("attempts") + 1)
         if isinstance(parsed, Rejection):
             outcome = Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(parsed.tenant_ref), parsed.reason)
         else:
@@ -196,7 +195,13 @@ def record_failure(job: BridgedJob, error: str) -> None:
         row_id, status, _ = _claim(parsed, count_delivery=False)
         if status in FINAL_STATUSES:
             return
-        _finish(row_id, status=InboundEventStatus.FAILED, tenant_id=_tenant_id_for_ref(parsed.tenant_ref), error=error)
+        _finish(
+            row_id,
+            status=InboundEventStatus.FAILED,
+            tenant_id=_tenant_id_for_ref(parsed.tenant_ref),
+            error=error,
+            attempted=False,
+        )
     logger.error("event_failed key=%s job=%s error=%s", parsed.idempotency_key, parsed.job.job_id, error[:200])
 
 
