@@ -137,9 +137,9 @@ BULLMQ_STALLED_INTERVAL_MS = env.int("BULLMQ_STALLED_INTERVAL_MS", default=30_00
 BULLMQ_KEEP_COMPLETED = env.int("BULLMQ_KEEP_COMPLETED", default=10_000)
 
 # --- Bridge ---------------------------------------------------------------
-BRIDGE_BATCH_SIZE = env.int("BRIDGE_BATCH_SIZE", default=50)
+BRIDGE_BATCH_SIZE = env.int("BRIDGE_BATCH_SIZE", default=32)
 BRIDGE_LINGER_MS = env.int("BRIDGE_LINGER_MS", default=20)
-BRIDGE_CONCURRENCY = env.int("BRIDGE_CONCURRENCY", default=100)
+BRIDGE_CONCURRENCY = env.int("BRIDGE_CONCURRENCY", default=64)
 BRIDGE_MAX_JOB_BYTES = env.int("BRIDGE_MAX_JOB_BYTES", default=64 * 1024)
 BRIDGE_PUBLISH_RETRY_MAX_S = env.float("BRIDGE_PUBLISH_RETRY_MAX_S", default=10.0)
 BRIDGE_SHUTDOWN_TIMEOUT_S = env.float("BRIDGE_SHUTDOWN_TIMEOUT_S", default=20.0)
