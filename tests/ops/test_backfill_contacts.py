@@ -173,10 +173,13 @@ def test_reading_and_validating_20k_rows_keeps_memory_flat(tmp_path: Path) -> No
 
 
 @pytest.mark.processes
+@pytest.mark.timeout(900)
 @pytest.mark.django_db(transaction=True)
-def test_20k_row_import_counts_and_bounded_memory(tmp_path: Path, procs) -> None:
-    path = tmp_path / "contacts-20k.jsonl"
-    bad = write_jsonl(path, 20_000, bad_every=1000)
+def test_10k_row_import_counts_and_bounded_memory(tmp_path: Path, procs) -> None:
+    # A real subprocess import; the per-row memory bound is pinned in-process by the tracemalloc test above.
+    rows = 10_000
+    path = tmp_path / "contacts-10k.jsonl"
+    bad = write_jsonl(path, rows, bad_every=1000)
     proc = procs([*python_manage("backfill_contacts", str(path), "--no-progress")], "backfill")
     child = psutil.Process(proc.popen.pid)
     max_rss = 0
@@ -190,7 +193,7 @@ def test_20k_row_import_counts_and_bounded_memory(tmp_path: Path, procs) -> None
     output = proc.output()
     assert code == 0, output[-3000:]
     counts = _counts(output)
-    assert counts == {"created": 20_000 - bad, "linked": 0, "updated": 0, "unchanged": 0, "rejected": bad}
-    assert Profile.objects.count() == 20_000 - bad
-    print(f"20k-row backfill: {seconds:.1f}s, max RSS {max_rss / 2**20:.0f} MiB", file=sys.stderr)
+    assert counts == {"created": rows - bad, "linked": 0, "updated": 0, "unchanged": 0, "rejected": bad}
+    assert Profile.objects.count() == rows - bad
+    print(f"{rows}-row backfill: {seconds:.1f}s, max RSS {max_rss / 2**20:.0f} MiB", file=sys.stderr)
     assert max_rss < 250 * 2**20, f"backfill max RSS {max_rss / 2**20:.0f} MiB"
