@@ -42,7 +42,7 @@ from crm.models import (
     SegmentMembership,
     Tenant,
 )
-from messaging_events.contract.fields import normalise_email, normalise_phone
+from crm.normalise import email_normalise, phone_normalise
 
 INLINE_ROW_LIMIT = 50
 JSON_PREVIEW_CHARS = 200
@@ -182,18 +182,18 @@ class ProfileAdminForm(forms.ModelForm):
         if not value:
             return ""
         try:
-            return normalise_email(value)
-        except ValueError as exc:
-            raise forms.ValidationError(f"Email {exc}.") from None
+            return email_normalise(value)
+        except ApplicationError as exc:
+            raise forms.ValidationError(f"Email {exc.message}.") from None
 
     def clean_phone(self) -> str:
         value = self.cleaned_data.get("phone", "")
         if not value:
             return ""
         try:
-            return normalise_phone(value)
-        except ValueError as exc:
-            raise forms.ValidationError(f"Phone {exc}.") from None
+            return phone_normalise(value)
+        except ApplicationError as exc:
+            raise forms.ValidationError(f"Phone {exc.message}.") from None
 
 
 class ContactLinkInline(ReadOnlyInline):
@@ -339,8 +339,10 @@ class ProfileAdmin(ScopedModelAdmin):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         # Phones are stored in E.164: "082 111 0000" finds "+27821110000" (default region from settings).
         try:
-            phone = normalise_phone(search_term.strip())
-        except ValueError:
+            phone = phone_normalise(search_term)
+        except ApplicationError:
+            return results, may_have_duplicates
+        if not phone:
             return results, may_have_duplicates
         return results | queryset.filter(phone=phone), may_have_duplicates
 

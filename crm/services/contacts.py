@@ -24,8 +24,9 @@ from enum import StrEnum
 from django.db import transaction
 
 from crm.models import ConsentSource, Profile
+from crm.normalise import email_normalise, phone_normalise
 from crm.services.consent import consent_statement_record
-from crm.services.identity import contact_resolve_or_create, email_normalise, phone_normalise
+from crm.services.identity import contact_resolve_or_create
 from crm.services.locks import profile_lock
 from crm.services.merge import profile_merge
 from crm.services.profiles import profile_fields_apply_event

@@ -15,39 +15,9 @@ the `PROFILE_UPDATED` activity's data under `identity_conflict`.
 
 from dataclasses import dataclass
 
-import phonenumbers
-from django.conf import settings
-from email_validator import EmailNotValidError, validate_email
-
-from crm.errors import ApplicationError, TenantMismatch
+from crm.errors import TenantMismatch
 from crm.models import ContactLink, Profile, Tenant
 from crm.services.locks import advisory_locks_acquire
-
-
-def email_normalise(value: str | None) -> str:
-    """Trimmed and lower-cased; "" for none. Raises ApplicationError when the syntax is invalid."""
-    candidate = (value or "").strip().lower()
-    if not candidate:
-        return ""
-    try:
-        validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ApplicationError(f"invalid email address ({exc})") from None
-    return candidate
-
-
-def phone_normalise(value: str | None) -> str:
-    """E.164 with the default region from settings; "" for none. Raises ApplicationError when invalid."""
-    candidate = (value or "").strip()
-    if not candidate:
-        return ""
-    try:
-        number = phonenumbers.parse(candidate, settings.PHONE_DEFAULT_REGION)
-    except phonenumbers.NumberParseException as exc:
-        raise ApplicationError(f"invalid phone number ({exc})") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ApplicationError("invalid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def contact_link_get(*, contact_id: str) -> ContactLink | None:

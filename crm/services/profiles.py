@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from crm.errors import ApplicationError
 from crm.models import Activity, ActivityType, Profile
-from crm.services.identity import email_normalise, phone_normalise
+from crm.normalise import email_normalise, phone_normalise
 from crm.services.locks import profile_lock
 
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")

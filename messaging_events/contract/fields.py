@@ -4,10 +4,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import phonenumbers
-from django.conf import settings
-from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BeforeValidator, StringConstraints
+
+from crm.errors import ApplicationError
+from crm.normalise import email_normalise, phone_normalise
 
 _IDENTIFIER = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 # A timestamp further ahead than this is a producer bug; accepting it would let one
@@ -25,24 +25,23 @@ def _identifier(value: object) -> str:
 def normalise_email(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    candidate = value.strip().lower()
+    if not value.strip():
+        raise ValueError("must not be empty")
     try:
-        validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"is not a valid email address ({exc})") from None
-    return candidate
+        return email_normalise(value)
+    except ApplicationError as exc:
+        raise ValueError(exc.message) from None
 
 
 def normalise_phone(value: object) -> str:
     if not isinstance(value, str) or len(value) > 32:
         raise ValueError("must be a string of at most 32 characters")
+    if not value.strip():
+        raise ValueError("must not be empty")
     try:
-        number = phonenumbers.parse(value, settings.PHONE_DEFAULT_REGION)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"is not a phone number ({exc})") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("is not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return phone_normalise(value)
+    except ApplicationError as exc:
+        raise ValueError(exc.message) from None
 
 
 def parse_timestamp(value: object) -> datetime:
