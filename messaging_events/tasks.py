@@ -30,8 +30,21 @@ def apply_event_batch(self, jobs: list[BridgedJob], replay: bool = False) -> dic
             logger.warning("batch_retry events=%d countdown=%ds", len(failed_jobs), countdown)
             queue = (self.request.delivery_info or {}).get("routing_key") or "normal"
             raise self.retry(args=[failed_jobs], kwargs={"replay": replay}, countdown=countdown, queue=queue)
-        for job, error in result.transient:
-            inbox.record_failure(job, f"gave up after {self.request.retries} retries: {error}")
+        try:
+            for job, error in result.transient:
+                inbox.record_failure(job, f"gave up after {self.request.retries} retries: {error}")
+        except inbox.TRANSIENT_ERRORS:
+            # The database is still unreachable, so not even the failure can be recorded. Keep the
+            # events in the broker and try again at the longest backoff: acknowledging now would lose them.
+            logger.error("batch_unrecordable events=%d; retrying until the database answers", len(failed_jobs))
+            queue = (self.request.delivery_info or {}).get("routing_key") or "normal"
+            raise self.retry(
+                args=[failed_jobs],
+                kwargs={"replay": replay},
+                countdown=settings.EVENT_TASK_RETRY_BACKOFF_MAX_S,
+                queue=queue,
+                max_retries=None,
+            ) from None
         result.statuses["failed"] = result.statuses.get("failed", 0) + len(result.transient)
     return result.statuses
 

@@ -150,6 +150,29 @@ def test_failure_is_recorded_after_max_retries_and_can_be_replayed(flaky_contact
     assert Profile.objects.count() == 1
 
 
+@override_settings(EVENT_TASK_MAX_RETRIES=1, EVENT_TASK_RETRY_BACKOFF_MAX_S=1)
+def test_events_are_never_acknowledged_unrecorded_while_the_database_is_down(
+    flaky_contact_created: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When even the `failed` record cannot be written, the task keeps retrying instead of dropping."""
+    flaky_contact_created["fail_times"] = 3  # the try, the retry, and the retry after the failed record
+    real_record_failure = inbox.record_failure
+    outage = {"left": 1}
+
+    def record_failure_while_down(job: dict[str, Any], error: str) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise OperationalError("connection refused")
+        real_record_failure(job, error)
+
+    monkeypatch.setattr(inbox, "record_failure", record_failure_while_down)
+    result = run_task([created()])
+    # The first give-up could not be recorded, so the task went on retrying; the next give-up was recorded.
+    assert result.get() == {"failed": 1}
+    assert flaky_contact_created["n"] == 3  # the try, the retry, and one more after the unrecordable give-up
+    assert InboundEvent.objects.get().status == "failed"
+
+
 def test_replay_of_an_applied_event_does_nothing() -> None:
     run_task([created()]).get()
     row = InboundEvent.objects.get()
