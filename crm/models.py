@@ -277,5 +277,3 @@ class HardBounce(models.Model):
 
     def __str__(self) -> str:
         return f"hard bounce {self.message_id} @ {self.occurred_at:%Y-%m-%d}"
-
-

@@ -23,9 +23,9 @@ def schedule_unpark(contact_ids: list[str]) -> None:
 
 
 def unpark_contacts(contact_ids: list[str]) -> int:
-    rows = InboundEvent.objects.filter(
-        status=InboundEventStatus.PARKED, messaging_contact_id__in=contact_ids
-    ).order_by("occurred_at", "id")
+    rows = InboundEvent.objects.filter(status=InboundEventStatus.PARKED, messaging_contact_id__in=contact_ids).order_by(
+        "occurred_at", "id"
+    )
     count = 0
     for row in rows.iterator(chunk_size=SWEEP_BATCH):
         status, _ = inbox.process_job(inbox.job_from_row(row), replay=True)
@@ -36,9 +36,9 @@ def unpark_contacts(contact_ids: list[str]) -> int:
 
 def sweep() -> dict[str, int]:
     parked = InboundEvent.objects.filter(status=InboundEventStatus.PARKED)
-    known = ContactLink.objects.filter(
-        messaging_contact_id__in=parked.values("messaging_contact_id")
-    ).values_list("messaging_contact_id", flat=True)
+    known = ContactLink.objects.filter(messaging_contact_id__in=parked.values("messaging_contact_id")).values_list(
+        "messaging_contact_id", flat=True
+    )
     retried = unpark_contacts(list(known[:SWEEP_BATCH]))
     cutoff = timezone.now() - timedelta(seconds=settings.PARKED_EVENT_MAX_AGE_S)
     expired = parked.filter(received_at__lt=cutoff).update(
