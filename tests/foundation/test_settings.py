@@ -12,7 +12,9 @@ PRODUCTION_ENV = {
 }
 
 
-def run_manage(settings_module: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_manage(
+    settings_module: str, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env["DJANGO_SETTINGS_MODULE"] = settings_module
     env.update(extra_env or {})
@@ -47,5 +49,7 @@ def test_production_refuses_debug() -> None:
 
 
 def test_production_passes_the_deploy_checks() -> None:
-    result = run_manage("config.settings.production", "check", "--deploy", "--fail-level", "WARNING", extra_env=PRODUCTION_ENV)
+    result = run_manage(
+        "config.settings.production", "check", "--deploy", "--fail-level", "WARNING", extra_env=PRODUCTION_ENV
+    )
     assert result.returncode == 0, result.stdout + result.stderr
