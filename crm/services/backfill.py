@@ -5,9 +5,7 @@ Each row is validated with the same schema as a live `contact.created` payload a
 live ones. Rows are read one at a time: memory does not grow with the file.
 
 Idempotency: each row's `source_key` is its `eventId`, or `backfill:<sha256 of the canonical
-validated row>`; a second run of the same file finds every statement already recorded. A consent
-statement's identity is its key *and* its time, so rerun a copied file (new mtime) with the
-`--as-of` the first run printed.
+validated row>`; a second run of the same file finds every statement already recorded.
 
 When a row happened (`occurred_at`, which decides consent last-writer-wins): the row's own
 `updatedAt`, else its `createdAt`, else `--as-of`, else the file's modification time. An older
@@ -78,9 +76,6 @@ class BackfillResult:
     rejections: list[Rejection] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     dry_run: bool = False
-    # When rows without their own updatedAt/createdAt happened, and where that came from.
-    default_occurred_at: datetime | None = None
-    default_occurred_at_source: str = ""
 
     def reject(self, line: int, reason: str) -> None:
         self.counts["rejected"] += 1
@@ -272,8 +267,6 @@ def contacts_backfill(
     fmt = detect_format(path, fmt)
     result = BackfillResult(dry_run=dry_run)
     default_occurred_at = as_of or datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
-    result.default_occurred_at = default_occurred_at
-    result.default_occurred_at_source = "--as-of" if as_of else "the file's modification time"
     rows = read_csv(path, result, tenant=tenant) if fmt == "csv" else read_jsonl(path, result)
 
     def run_rows(limit: int | None) -> bool:

@@ -82,11 +82,6 @@ class Command(BaseCommand):
         verbs = ("would be " if result.dry_run else "") + "{}"
         for name in ("created", "linked", "updated", "unchanged", "rejected"):
             write(f"  {verbs.format(name):<22}{result.counts[name]:>8}")
-        if result.default_occurred_at is not None:
-            write(
-                f"  rows without updatedAt/createdAt dated {result.default_occurred_at.isoformat()} "
-                f"({result.default_occurred_at_source}); to rerun a copy of this file, pass --as-of with that time"
-            )
         if result.ignored_columns:
             write(f"  ignored columns: {', '.join(result.ignored_columns)}")
         if result.rejections:

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options) -> None:
-        from crm.services.engagement import engagement_scores_refresh
+        from crm.services.engagement import engagement_score_refresh
 
         tenant = options["tenant"]
         profiles = Profile.objects.filter(tenant__external_id=tenant) if tenant else Profile.objects.all()
@@ -48,8 +48,9 @@ class Command(BaseCommand):
         with tqdm(total=total, unit="profile", desc="scores", disable=options["no_progress"]) as bar:
             for chunk in profile_pk_chunks(tenant=tenant, size=options["chunk_size"]):
                 with transaction.atomic():
-                    # The batch form of engagement_score_refresh: one query set per chunk, not per profile.
-                    refreshed += len(engagement_scores_refresh(profile_ids=chunk, now=now))
+                    for profile in Profile.objects.filter(pk__in=chunk).order_by("pk"):
+                        engagement_score_refresh(profile=profile, now=now)
+                        refreshed += 1
                 bar.update(len(chunk))
                 logger.info("engagement_refresh_chunk last_pk=%d refreshed=%d", chunk[-1], refreshed)
         seconds = time.monotonic() - started
