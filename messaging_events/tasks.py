@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 
 from messaging_events.contract.jobs import BridgedJob
-from messaging_events.services import inbox, parking
+from messaging_events.services import batch_apply, inbox, parking
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +18,8 @@ def _retry_countdown(retries: int) -> int:
 
 @shared_task(bind=True, name="messaging_events.apply_event_batch", max_retries=None)
 def apply_event_batch(self, jobs: list[BridgedJob], replay: bool = False) -> dict[str, int]:
-    """Apply a batch of bridged BullMQ jobs; each event commits on its own."""
-    result = inbox.process_batch(jobs, replay=replay)
+    """Apply a batch of bridged BullMQ jobs: message events set-based in one transaction, the rest per event."""
+    result = batch_apply.apply_batch(jobs, replay=replay)
     if result.linked_contact_ids:
         contact_ids = sorted(result.linked_contact_ids)
         transaction.on_commit(lambda: parking.schedule_unpark(contact_ids))

@@ -63,6 +63,12 @@ INSERT INTO crm_pendingscorerefresh (profile_id, requested_at) VALUES (%s, now()
 ON CONFLICT (profile_id) DO UPDATE SET requested_at = crm_pendingscorerefresh.requested_at
 """
 
+_REQUEST_MANY_SQL = """
+INSERT INTO crm_pendingscorerefresh (profile_id, requested_at)
+SELECT id, now() FROM unnest(%s::bigint[]) AS id ORDER BY id
+ON CONFLICT (profile_id) DO UPDATE SET requested_at = crm_pendingscorerefresh.requested_at
+"""
+
 _redis_client: redis.Redis | None = None
 _scheduled_until = 0.0  # this process scheduled a drain that covers events until this monotonic time
 
@@ -151,6 +157,15 @@ def engagement_refresh_request(*, profile_id: int) -> None:
     """Ask for a recomputation soon (coalesced). Call inside the event's transaction, before other profile writes."""
     with connection.cursor() as cursor:
         cursor.execute(_REQUEST_SQL, [profile_id])
+    transaction.on_commit(engagement_refresh_schedule)
+
+
+def engagement_refresh_request_many(*, profile_ids: list[int]) -> None:
+    """`engagement_refresh_request` for many profiles in one statement, locking their rows in id order."""
+    if not profile_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_REQUEST_MANY_SQL, [sorted(set(profile_ids))])
     transaction.on_commit(engagement_refresh_schedule)
 
 

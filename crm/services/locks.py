@@ -31,3 +31,13 @@ def profile_lock(profile_id: int) -> None:
     """
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM crm_profile WHERE id = %s FOR NO KEY UPDATE", [profile_id])
+
+
+def profiles_lock(profile_ids: list[int]) -> None:
+    """`profile_lock` for many profiles in one statement, in id order (so two batches cannot deadlock on them)."""
+    if not profile_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM crm_profile WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [sorted(set(profile_ids))]
+        )

@@ -53,8 +53,12 @@ SELECT %(tenant)s, %(profile)s, %(message)s::text, %(type)s::text,
 FROM (SELECT 1) AS one
 LEFT JOIN crm_campaigninteraction s
        ON s.tenant_id = %(tenant)s AND s.message_id = %(message)s::text AND s.type = 'SENT'
+{on_conflict}"""
+
+# Shared with the set-based upsert (crm.services.message_batches), whose rows carry a folded count.
+_ON_CONFLICT_SQL = """
 ON CONFLICT (tenant_id, message_id, type) DO UPDATE SET
-    count = crm_campaigninteraction.count + 1,
+    count = crm_campaigninteraction.count + EXCLUDED.count,
     first_at = LEAST(crm_campaigninteraction.first_at, EXCLUDED.first_at),
     last_at = GREATEST(crm_campaigninteraction.last_at, EXCLUDED.last_at),
     campaign_id = {merge_campaign},
@@ -63,17 +67,22 @@ ON CONFLICT (tenant_id, message_id, type) DO UPDATE SET
 """
 
 
-def _merge(column: str) -> str:
+def merge_sql(stored: str, incoming: str) -> str:
+    """SQL merging two campaign/template/channel values: the non-empty one, else the smaller (bytewise)."""
     return (
-        f"CASE WHEN crm_campaigninteraction.{column} = '' THEN EXCLUDED.{column} "
-        f"WHEN EXCLUDED.{column} = '' THEN crm_campaigninteraction.{column} "
-        f'ELSE LEAST(crm_campaigninteraction.{column} COLLATE "C", EXCLUDED.{column} COLLATE "C") END'
+        f"CASE WHEN {stored} = '' THEN {incoming} WHEN {incoming} = '' THEN {stored} "
+        f'ELSE LEAST({stored} COLLATE "C", {incoming} COLLATE "C") END'
     )
 
 
-UPSERT_SQL = _UPSERT_SQL.format(
+def _merge(column: str) -> str:
+    return merge_sql(f"crm_campaigninteraction.{column}", f"EXCLUDED.{column}")
+
+
+INTERACTION_ON_CONFLICT_SQL = _ON_CONFLICT_SQL.format(
     merge_campaign=_merge("campaign_id"), merge_template=_merge("template_id"), merge_channel=_merge("channel")
 )
+UPSERT_SQL = _UPSERT_SQL.format(on_conflict=INTERACTION_ON_CONFLICT_SQL)
 
 _FILL_FROM_SENT_SQL = """
 UPDATE crm_campaigninteraction SET
@@ -131,6 +140,34 @@ def _activity(
     )
 
 
+def message_sent_data(
+    *, message_id: str, channel: str, template_id: str | None, template_name: str | None, campaign_id: str | None
+) -> dict[str, str]:
+    """The MESSAGE_SENT activity's data (also written by `crm.services.message_batches`)."""
+    return {
+        "message_id": message_id,
+        "channel": channel,
+        "template_id": template_id or "",
+        "template_name": template_name or "",
+        "campaign_id": campaign_id or "",
+    }
+
+
+def email_opened_data(*, message_id: str, campaign_id: str | None, device_type: str | None) -> dict[str, str]:
+    return {"message_id": message_id, "campaign_id": campaign_id or "", "device_type": device_type or ""}
+
+
+def email_clicked_data(
+    *, message_id: str, campaign_id: str | None, link_id: str | None, link_url: str | None
+) -> dict[str, str]:
+    return {
+        "message_id": message_id,
+        "campaign_id": campaign_id or "",
+        "link_id": link_id or "",
+        "link_url": link_url or "",
+    }
+
+
 def _touch(*, profile: Profile, fields: tuple[str, ...], occurred_at: datetime) -> None:
     """`field = GREATEST(field, occurred_at)` for each field, in one UPDATE."""
     at = Value(occurred_at, output_field=DateTimeField())
@@ -153,13 +190,13 @@ def message_sent_record(
         profile=profile,
         type=ActivityType.MESSAGE_SENT,
         occurred_at=occurred_at,
-        data={
-            "message_id": message_id,
-            "channel": channel,
-            "template_id": template_id or "",
-            "template_name": template_name or "",
-            "campaign_id": campaign_id or "",
-        },
+        data=message_sent_data(
+            message_id=message_id,
+            channel=channel,
+            template_id=template_id,
+            template_name=template_name,
+            campaign_id=campaign_id,
+        ),
         source_event_id=source_event_id,
     )
     interaction_record(
@@ -303,7 +340,7 @@ def email_opened_record(
         profile=profile,
         type=ActivityType.EMAIL_OPENED,
         occurred_at=occurred_at,
-        data={"message_id": message_id, "campaign_id": campaign_id or "", "device_type": device_type or ""},
+        data=email_opened_data(message_id=message_id, campaign_id=campaign_id, device_type=device_type),
         source_event_id=source_event_id,
     )
     interaction_record(
@@ -328,6 +365,34 @@ def utm_parameters(link_url: str | None) -> dict[str, str]:
     return {name: query[name][0][:200] for name in UTM_FIELDS if query.get(name)}
 
 
+def click_attribution(
+    *,
+    tenant_id: int,
+    profile_id: int,
+    source_event_id: int | None,
+    message_id: str,
+    campaign_id: str | None,
+    link_id: str | None,
+    link_url: str | None,
+    occurred_at: datetime,
+) -> AttributionEvent | None:
+    """The (unsaved) attribution of a click: only when it carries a campaign id or any `utm_*` parameter."""
+    utm = utm_parameters(link_url)
+    if not (campaign_id or utm):
+        return None
+    return AttributionEvent(
+        tenant_id=tenant_id,
+        profile_id=profile_id,
+        source_event_id=source_event_id,
+        campaign_id=campaign_id or "",
+        message_id=message_id,
+        link_id=link_id or "",
+        link_url=link_url or "",
+        occurred_at=occurred_at,
+        **utm,
+    )
+
+
 @transaction.atomic(savepoint=False)
 def email_clicked_record(
     *,
@@ -346,12 +411,7 @@ def email_clicked_record(
         profile=profile,
         type=ActivityType.EMAIL_CLICKED,
         occurred_at=occurred_at,
-        data={
-            "message_id": message_id,
-            "campaign_id": campaign_id or "",
-            "link_id": link_id or "",
-            "link_url": link_url or "",
-        },
+        data=email_clicked_data(message_id=message_id, campaign_id=campaign_id, link_id=link_id, link_url=link_url),
         source_event_id=source_event_id,
     )
     interaction_record(
@@ -362,19 +422,18 @@ def email_clicked_record(
         campaign_id=campaign_id or "",
         channel=EMAIL_CHANNEL,
     )
-    utm = utm_parameters(link_url)
-    if campaign_id or utm:
-        AttributionEvent.objects.create(
-            tenant_id=profile.tenant_id,
-            profile_id=profile.pk,
-            source_event_id=source_event_id,
-            campaign_id=campaign_id or "",
-            message_id=message_id,
-            link_id=link_id or "",
-            link_url=link_url or "",
-            occurred_at=occurred_at,
-            **utm,
-        )
+    attribution = click_attribution(
+        tenant_id=profile.tenant_id,
+        profile_id=profile.pk,
+        source_event_id=source_event_id,
+        message_id=message_id,
+        campaign_id=campaign_id,
+        link_id=link_id,
+        link_url=link_url,
+        occurred_at=occurred_at,
+    )
+    if attribution is not None:
+        attribution.save(force_insert=True)
     _touch(profile=profile, fields=("last_activity_at",), occurred_at=occurred_at)
 
 

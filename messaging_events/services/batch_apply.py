@@ -1,0 +1,298 @@
+"""The worker's hot path: apply a Celery batch with set-based SQL, one transaction for the batch.
+
+`message.sent`, `message.delivered`, `email.opened` and `email.clicked` (nearly all of a campaign's
+events) are applied together in a fixed number of statements, whatever the batch size:
+
+1. fold in-batch duplicates of one identity (same `(tenant_ref, idempotency_key)` and the same data)
+   into one row whose delivery count is the number of copies;
+2. claim every inbox row in one multi-row `INSERT … ON CONFLICT DO UPDATE … RETURNING`, in identity
+   order; the returned rows are mapped back by identity, never by position. As in the per-event claim,
+   a row already applied, ignored or rejected is a duplicate: only its delivery count changes;
+3. fetch the contact links of the rest in one query; an unknown contact parks its event, a stated
+   tenant other than the link's rejects it (as `messaging_events.handlers` does);
+4. record the applied ones with `crm.services.message_batches` (score-refresh rows, profile locks,
+   activities, interactions, attributions, profile timestamps);
+5. close every claimed row in one `UPDATE` of statuses.
+
+Every other event of the batch (contact and consent events, bounces, failures, replies, rejections)
+keeps the per-event path (`inbox.process_batch`), and runs first, so that contacts created in the
+batch are linked before their messages are applied. Replays always use the per-event path.
+
+One bad event must not fail its batch-mates: if the set-based transaction raises (a database error,
+a deadlock included, or a bug), it is rolled back as a whole and the same events run through the
+per-event path, where only the bad one ends `failed` and transient errors reach the Celery retry.
+Such fallbacks are counted (`fallback_batches()`) and logged as `batch_fallback`; they should stay rare.
+"""
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from crm.errors import ApplicationError
+from crm.models import ContactLink, InteractionType, Tenant
+from crm.services.identity import contact_link_check_tenant
+from crm.services.message_batches import LinkRow, MessageRecord, contact_links_fetch, message_records_apply
+from crm.services.tenants import tenant_get_or_create
+from messaging_events.contract.jobs import BridgedJob, Event, canonical_json, parse_job
+from messaging_events.contract.routing import EventType
+from messaging_events.models import FINAL_STATUSES, InboundEventStatus
+from messaging_events.outcomes import Outcome
+from messaging_events.services import inbox
+
+logger = logging.getLogger(__name__)
+
+SET_BASED_TYPES: dict[EventType, InteractionType] = {
+    EventType.MESSAGE_SENT: InteractionType.SENT,
+    EventType.MESSAGE_DELIVERED: InteractionType.DELIVERED,
+    EventType.EMAIL_OPENED: InteractionType.OPENED,
+    EventType.EMAIL_CLICKED: InteractionType.CLICKED,
+}
+
+# The claim writes the same columns, with the same values and the same conflict rule, as the per-event
+# claim (`inbox._CLAIM_SQL`); only the delivery count is the number of folded copies.
+_CLAIM_COLUMNS = (
+    "tenant_ref",
+    "idempotency_key",
+    "event_type",
+    "priority",
+    "messaging_contact_id",
+    "bullmq_job_id",
+    "job_name",
+    "raw_data",
+    "occurred_at",
+    "job_timestamp",
+    "job_attempts",
+    "deliveries",
+)
+_CLAIM_TYPES = ("text",) * 8 + ("timestamptz", "timestamptz", "int", "int")
+_CLAIM_SQL = f"""
+INSERT INTO messaging_events_inboundevent
+    ({", ".join(_CLAIM_COLUMNS)}, received_at, updated_at, status, error, attempts)
+SELECT {", ".join("c.raw_data::jsonb" if name == "raw_data" else f"c.{name}" for name in _CLAIM_COLUMNS)},
+       now(), now(), 'received', '', 0
+FROM unnest({", ".join(f"%s::{sql_type}[]" for sql_type in _CLAIM_TYPES)}) WITH ORDINALITY
+     AS c({", ".join(_CLAIM_COLUMNS)}, ord)
+ORDER BY c.ord
+ON CONFLICT (tenant_ref, idempotency_key) DO UPDATE SET
+    deliveries = messaging_events_inboundevent.deliveries + EXCLUDED.deliveries,
+    job_attempts = GREATEST(messaging_events_inboundevent.job_attempts, EXCLUDED.job_attempts),
+    updated_at = now()
+RETURNING id, tenant_ref, idempotency_key, status, (xmax = 0) AS inserted
+"""
+
+_CLOSE_SQL = """
+UPDATE messaging_events_inboundevent e SET
+    attempts = e.attempts + 1,
+    status = v.status,
+    tenant_id = v.tenant_id,
+    error = v.error,
+    applied_at = CASE WHEN v.status = 'applied' THEN now() END,
+    updated_at = now()
+FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[]) AS v(id, status, tenant_id, error)
+WHERE e.id = v.id
+"""
+
+Identity = tuple[str, str]  # (tenant_ref, idempotency_key) as stored
+
+_fallback_batches = 0
+
+
+def fallback_batches() -> int:
+    """Set-based batches this process has rolled back and re-run per event."""
+    return _fallback_batches
+
+
+@dataclass
+class _Claim:
+    """One identity of the batch: its first copy, and how many copies arrived."""
+
+    job: BridgedJob
+    event: Event
+    copies: int = 1
+    job_attempts: int = 0
+    row_id: int = 0
+    status: str = ""
+    outcome: Outcome | None = None
+
+    @property
+    def identity(self) -> Identity:
+        return _identity(self.event)
+
+
+def _identity(event: Event) -> Identity:
+    return inbox._strip_nul(event.tenant_ref), inbox._strip_nul(event.idempotency_key)
+
+
+def _fold(events: Iterable[tuple[BridgedJob, Event]]) -> tuple[list[_Claim], list[BridgedJob]]:
+    """One claim per identity, in identity order (the lock order). A copy whose data differs from the first
+    copy's is not folded: it is returned to go through the per-event path, which judges such conflicts."""
+    claims: dict[Identity, _Claim] = {}
+    content: dict[Identity, str] = {}
+    different: list[BridgedJob] = []
+    for job, event in events:
+        identity = _identity(event)
+        claim = claims.get(identity)
+        if claim is None:
+            claims[identity] = _Claim(job, event, job_attempts=event.job.attempts_made)
+            content[identity] = canonical_json(event.raw)
+        elif canonical_json(event.raw) != content[identity]:
+            different.append(job)
+        else:
+            claim.copies += 1
+            claim.job_attempts = max(claim.job_attempts, event.job.attempts_made)
+    return [claims[identity] for identity in sorted(claims)], different
+
+
+def _claim_rows(claims: list[_Claim]) -> None:
+    """One multi-row claim; fills each claim's row id and status from RETURNING, matched by identity."""
+    rows: list[list] = []
+    for claim in claims:
+        event, meta = claim.event, claim.event.job
+        tenant_ref, key = claim.identity
+        rows.append(
+            [
+                tenant_ref,
+                key,
+                inbox._strip_nul(event.type.value)[:64],
+                event.priority.value,
+                inbox._strip_nul(event.contact_id),
+                inbox._strip_nul(meta.job_id)[:64],
+                inbox._strip_nul(meta.name)[:128],
+                json.dumps(inbox._strip_nul(event.raw)),
+                event.occurred_at,
+                meta.timestamp,
+                claim.job_attempts,
+                claim.copies,
+            ]
+        )
+    by_identity = {claim.identity: claim for claim in claims}
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [list(column) for column in zip(*rows, strict=True)])
+        returned = cursor.fetchall()
+    for row_id, tenant_ref, key, status, inserted in returned:
+        claim = by_identity[(tenant_ref, key)]
+        claim.row_id = row_id
+        claim.status = InboundEventStatus.RECEIVED if inserted else status
+    if len(returned) != len(claims):
+        raise RuntimeError(f"claim returned {len(returned)} rows for {len(claims)} identities")
+
+
+def _record(claim: _Claim, link: LinkRow) -> MessageRecord:
+    p = claim.event.payload
+    kind = SET_BASED_TYPES[claim.event.type]
+    return MessageRecord(
+        kind=kind,
+        tenant_id=link.tenant_id,
+        profile_id=link.profile_id,
+        source_event_id=claim.row_id,
+        occurred_at=claim.event.occurred_at,
+        message_id=p.messageId,
+        channel=getattr(p, "channel", None) or "",
+        template_id=getattr(p, "templateId", None) or "",
+        template_name=getattr(p, "templateName", None) or "",
+        campaign_id=getattr(p, "campaignId", None) or "",
+        device_type=getattr(p, "deviceType", None) or "",
+        link_id=getattr(p, "linkId", None) or "",
+        link_url=getattr(p, "linkUrl", None) or "",
+    )
+
+
+def _judge(claim: _Claim, link: LinkRow | None) -> Outcome:
+    """What `handlers._message_event` decides: parked, rejected (tenant mismatch) or applied."""
+    event = claim.event
+    if link is None:
+        tenant_id = tenant_get_or_create(event.tenant_ref).pk if event.tenant_ref else None
+        return Outcome.parked(tenant_id, f"contact {event.contact_id} is not known yet")
+    try:
+        contact_link_check_tenant(
+            link=ContactLink(messaging_contact_id=link.contact_id, tenant=Tenant(external_id=link.tenant_external_id)),
+            tenant_external_id=event.tenant_ref,
+        )
+    except ApplicationError as exc:
+        return Outcome(InboundEventStatus.REJECTED, inbox._tenant_id_for_ref(event.tenant_ref), exc.message)
+    return Outcome.applied(link.tenant_id)
+
+
+def _close(claims: list[_Claim]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLOSE_SQL,
+            [
+                [c.row_id for c in claims],
+                [c.outcome.status.value for c in claims],
+                [c.outcome.tenant_id for c in claims],
+                [inbox._strip_nul(c.outcome.note)[:4000] for c in claims],
+            ],
+        )
+
+
+def _apply_claims(claims: list[_Claim]) -> None:
+    """The set-based transaction's body. Lock order: inbox rows by identity, then (in message_records_apply)
+    score-refresh rows, profiles by id, interactions by key."""
+    _claim_rows(claims)
+    todo = [c for c in claims if c.status not in FINAL_STATUSES]  # new, parked or failed: (re)applied
+    links = contact_links_fetch(contact_ids=(c.event.contact_id for c in todo))
+    records = []
+    for claim in todo:
+        link = links.get(claim.event.contact_id)
+        claim.outcome = _judge(claim, link)
+        if claim.outcome.status == InboundEventStatus.APPLIED:
+            records.append(_record(claim, link))
+    message_records_apply(records=records)
+    if todo:
+        _close(todo)
+
+
+def _apply_set_based(events: list[tuple[BridgedJob, Event]]) -> inbox.BatchResult:
+    global _fallback_batches
+    claims, different = _fold(events)
+    try:
+        with transaction.atomic():
+            _apply_claims(claims)
+    except Exception as exc:  # rolled back as a whole; the per-event path isolates the bad event
+        _fallback_batches += 1
+        logger.warning(
+            "batch_fallback events=%d fallbacks=%d error=%s: %s",
+            len(events),
+            _fallback_batches,
+            type(exc).__name__,
+            str(exc).splitlines()[0][:200] if str(exc) else "",
+        )
+        return inbox.process_batch([job for job, _ in events])
+    result = inbox.BatchResult()
+    for claim in claims:
+        if claim.outcome is not None:
+            inbox._log_outcome(claim.event, claim.outcome)
+        for _ in range(claim.copies):
+            result.count(claim.outcome.status if claim.outcome is not None else claim.status)
+    if different:
+        _merge(result, inbox.process_batch(different))
+    return result
+
+
+def _merge(into: inbox.BatchResult, other: inbox.BatchResult) -> None:
+    for status, count in other.statuses.items():
+        into.statuses[status] = into.statuses.get(status, 0) + count
+    into.transient.extend(other.transient)
+    into.linked_contact_ids.update(other.linked_contact_ids)
+
+
+def apply_batch(jobs: list[BridgedJob], *, replay: bool = False) -> inbox.BatchResult:
+    """Apply a Celery batch: message events set-based, everything else per event (first)."""
+    if replay:
+        return inbox.process_batch(jobs, replay=True)
+    set_based: list[tuple[BridgedJob, Event]] = []
+    per_event: list[BridgedJob] = []
+    for job in jobs:
+        parsed = parse_job(job)
+        if isinstance(parsed, Event) and parsed.type in SET_BASED_TYPES:
+            set_based.append((job, parsed))
+        else:
+            per_event.append(job)
+    result = inbox.process_batch(per_event)
+    if set_based:
+        _merge(result, _apply_set_based(set_based))
+    return result
