@@ -212,6 +212,90 @@ def generate(contacts: int = 10_000, tenants: int = 4, tag: str = "a", seed: int
     return [job for *_, job in timed]
 
 
+def campaign(contacts: list[Contact], tag: str, seed: int = 5) -> list[dict]:
+    """A campaign to contacts the CRM already knows: per contact `message.sent`, then `message.delivered`
+    (or `message.failed` for 1%), a bounce after delivery for 2% (half hard), opens for 35% and clicks
+    for 8% (some open twice). In blocks of CONTACTS_PER_BLOCK contacts, each in occurred-at order."""
+    rng = random.Random(f"{seed}-{tag}")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    timed: list[tuple[int, datetime, int, dict]] = []
+    for index, contact in enumerate(contacts):
+        cid, block = contact.contact_id, index // CONTACTS_PER_BLOCK
+        message_id = f"msg-{tag}-{index}"
+        name = f"campaign-{contact.tenant}-{tag}"
+        sent = start + timedelta(seconds=index * 1800 / max(len(contacts), 1))
+        events: list[tuple[datetime, dict]] = [
+            (
+                sent,
+                _message_event(
+                    "message.sent",
+                    cid,
+                    {
+                        "messageId": message_id,
+                        "contactId": cid,
+                        "channel": "EMAIL",
+                        "templateId": "template-campaign",
+                        "templateName": "Campaign",
+                        "campaignId": name,
+                        "sentAt": _iso(sent),
+                    },
+                ),
+            )
+        ]
+        roll = rng.random()
+        if roll < 0.01:
+            at = sent + timedelta(seconds=8)
+            reason = rng.choice(FAIL_REASONS)
+            events.append(
+                (
+                    at,
+                    _message_event(
+                        "message.failed", cid, {"messageId": message_id, "reason": reason, "failedAt": _iso(at)}
+                    ),
+                )
+            )
+        else:
+            at = sent + timedelta(seconds=5)
+            events.append(
+                (at, _message_event("message.delivered", cid, {"messageId": message_id, "deliveredAt": _iso(at)}))
+            )
+        if 0.01 <= roll < 0.03:
+            hard = roll < 0.02
+            at = sent + timedelta(seconds=10)
+            payload = {
+                "messageId": message_id,
+                "bounceType": "hard" if hard else "soft",
+                "reason": rng.choice(HARD_REASONS if hard else SOFT_REASONS),
+                "bouncedAt": _iso(at),
+            }
+            events.append((at, _message_event("message.bounced", cid, payload)))
+        if 0.03 <= roll < 0.38:
+            opened = sent + timedelta(seconds=rng.randrange(60, 3000))
+            for n in range(1 if roll < 0.30 else 2):
+                at = opened + timedelta(seconds=n * 600)
+                payload = {
+                    "messageId": message_id,
+                    "campaignId": name,
+                    "openedAt": _iso(at),
+                    "deviceType": rng.choice(["mobile", "desktop", "tablet"]),
+                    "userAgent": USER_AGENT,
+                }
+                events.append((at, _message_event("email.opened", cid, payload)))
+            if roll < 0.11:
+                at = opened + timedelta(seconds=rng.randrange(5, 300))
+                payload = {
+                    "messageId": message_id,
+                    "campaignId": name,
+                    "linkId": f"link-{rng.randrange(1, 4)}",
+                    "linkUrl": f"https://example.com/offer?utm_source=crm&utm_medium=email&utm_campaign={name}",
+                    "clickedAt": _iso(at),
+                }
+                events.append((at, _message_event("email.clicked", cid, payload)))
+        timed.extend((block, at, len(timed) + n, job) for n, (at, job) in enumerate(events))
+    timed.sort(key=lambda item: item[:3])
+    return [job for *_, job in timed]
+
+
 def low_flood(contacts: list[Contact], count: int, tag: str, seed: int = 2) -> list[dict]:
     """`count` low-priority events (deliveries and opens) for contacts that exist."""
     rng = random.Random(f"{seed}-{tag}")

@@ -90,9 +90,7 @@ def _apply_in_batches(jobs: list, sizes: list[int]) -> None:
 def test_batched_application_equals_in_order_per_event_application(stream: list[tuple], data: st.DataObject) -> None:
     permutation = data.draw(st.permutations(range(len(stream))), label="arrival order")
     arrival = [stream[i] for i in permutation]
-    copies = data.draw(
-        st.lists(st.tuples(st.integers(0, len(arrival) - 1), st.booleans()), max_size=8), label="copies"
-    )
+    copies = data.draw(st.lists(st.tuples(st.integers(0, len(arrival) - 1), st.booleans()), max_size=8), label="copies")
     for index, adjacent in sorted(copies, reverse=True):
         if adjacent:  # usually in the same batch as its original
             arrival.insert(index + 1, arrival[index])

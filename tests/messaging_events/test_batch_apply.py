@@ -161,7 +161,7 @@ def test_a_redelivered_batch_changes_nothing_but_the_delivery_counts() -> None:
     assert apply_event_batch.apply(args=[jobs]).get() == {"applied": 10}
     after = state()
     assert after["inbox"] == [
-        row[:4] + (2 if row[1] != "contact.created" else 1,) + row[5:] for row in before["inbox"]
+        (*row[:4], 2 if row[1] != "contact.created" else 1, *row[5:]) for row in before["inbox"]
     ]  # deliveries 1 → 2
     assert dict(InboundEvent.objects.values_list("idempotency_key", "applied_at")) == applied_at
     assert {k: v for k, v in after.items() if k != "inbox"} == {k: v for k, v in before.items() if k != "inbox"}

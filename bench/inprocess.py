@@ -1,0 +1,84 @@
+"""The worker's two paths, in-process, on the same kind of events: milliseconds per event.
+
+A campaign (`bench.stream.campaign`: sent, delivered, opens, clicks, a few bounces and failures) to
+contacts that already exist is applied in batches, once through the per-event path
+(`inbox.process_batch`) and once through the set-based path (`batch_apply.apply_batch`), repeatedly,
+alternating which goes first. Each run is a new campaign (new message ids) to the same contacts, with
+real commits. Both paths share the machine's noise, so their ratio holds on a loaded machine even
+when the absolute figures do not.
+
+    DATABASE_URL=… python -m bench.inprocess --contacts 300 --batch 32 --repeats 3
+"""
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+from bench import stream
+
+TENANTS = 4
+
+
+def _bridged(jobs: list[dict], tag: str) -> list[dict]:
+    """As the bridge hands jobs to the workers."""
+    now_ms = int(time.time() * 1000)
+    return [{"id": f"{tag}-{n}", "timestamp": now_ms, "attemptsMade": 0, **job} for n, job in enumerate(jobs)]
+
+
+def _apply(jobs: list[dict], batch: int, apply: Callable) -> float:
+    """Seconds to apply the jobs in batches of `batch`."""
+    started = time.perf_counter()
+    for start in range(0, len(jobs), batch):
+        apply(jobs[start : start + batch])
+    return time.perf_counter() - started
+
+
+def compare(*, contacts: int = 300, batch: int = 32, repeats: int = 3, tag: str = "inproc") -> dict:
+    """Median ms/event of each path over `repeats` campaigns, and the speed-up of the set-based path."""
+    from messaging_events.services import batch_apply, inbox
+
+    people = stream.contacts_of(contacts, TENANTS, tag)
+    signups = [job for job in stream.generate(contacts, TENANTS, tag) if job["name"] == "contact.created"]
+    _apply(_bridged(signups, f"{tag}-signup"), batch, inbox.process_batch)
+    paths: dict[str, Callable] = {"per_event": inbox.process_batch, "set_based": batch_apply.apply_batch}
+    ms_per_event: dict[str, list[float]] = {name: [] for name in paths}
+    fallbacks = batch_apply.fallback_batches()
+    events = 0
+    for repeat in range(repeats):
+        order = list(paths) if repeat % 2 == 0 else list(reversed(paths))
+        for name in order:
+            jobs = _bridged(stream.campaign(people, f"{tag}-{name}-{repeat}"), f"{tag}-{name}-{repeat}")
+            events = len(jobs)
+            ms_per_event[name].append(_apply(jobs, batch, paths[name]) * 1000 / len(jobs))
+    per_event, set_based = (statistics.median(ms_per_event[name]) for name in paths)
+    return {
+        "events_per_run": events,
+        "batch_size": batch,
+        "repeats": repeats,
+        "per_event_ms_per_event": round(per_event, 3),
+        "set_based_ms_per_event": round(set_based, 3),
+        "set_based_speedup": round(per_event / set_based, 2),
+        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in ms_per_event.items()},
+        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+    }
+
+
+def main() -> None:
+    import django
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tag", default=f"inproc{int(time.time())}")
+    args = parser.parse_args()
+    django.setup()
+    logging.disable(logging.INFO)  # the per-event log lines are the same for both paths; keep stdout readable
+    print(json.dumps(compare(contacts=args.contacts, batch=args.batch, repeats=args.repeats, tag=args.tag), indent=2))
+
+
+if __name__ == "__main__":
+    main()
