@@ -22,7 +22,6 @@ when non-empty, else the message's SENT row's (`inherit`); values merge to the n
 bytewise smaller of two non-empty ones.
 """
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +40,7 @@ from crm.services.messages import (
     merge_sql,
     message_sent_data,
 )
+from crm.services.recordsets import recordset_json
 
 BATCHED_INTERACTIONS = (
     InteractionType.SENT,
@@ -61,7 +61,6 @@ _TOUCHES: dict[str, tuple[str, ...]] = {
     InteractionType.OPENED: ("last_activity_at", "last_email_open_at"),
     InteractionType.CLICKED: ("last_activity_at",),
 }
-_TOUCHED_FIELDS = ("last_message_at", "last_activity_at", "last_email_open_at")
 
 _LINKS_SQL = """
 SELECT l.messaging_contact_id, l.profile_id, l.tenant_id, t.external_id
@@ -71,9 +70,9 @@ WHERE l.messaging_contact_id = ANY(%s)
 
 _ACTIVITIES_SQL = """
 INSERT INTO crm_activity (tenant_id, profile_id, type, occurred_at, data, source_event_id, created_at)
-SELECT a.tenant_id, a.profile_id, a.type, a.occurred_at, a.data::jsonb, a.source_event_id, now()
-FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::bigint[])
-     AS a(tenant_id, profile_id, type, occurred_at, data, source_event_id)
+SELECT a.tenant_id, a.profile_id, a.type, a.occurred_at, a.data, a.source_event_id, now()
+FROM jsonb_to_recordset(%s::jsonb)
+     AS a(tenant_id bigint, profile_id bigint, type text, occurred_at timestamptz, data jsonb, source_event_id bigint)
 """
 
 
@@ -89,12 +88,10 @@ SELECT v.tenant_id, v.profile_id, v.message_id, v.type,
        {merge_sql("v.template_id", _inherited("template_id"))},
        {merge_sql("v.channel", _inherited("channel"))},
        v.count, v.first_at, v.last_at
-FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[],
-            %s::text[], %s::bool[], %s::text[], %s::bool[], %s::text[], %s::bool[],
-            %s::int[], %s::timestamptz[], %s::timestamptz[])
-     WITH ORDINALITY AS v(tenant_id, profile_id, message_id, type,
-                          campaign_id, campaign_id_inherit, template_id, template_id_inherit, channel, channel_inherit,
-                          count, first_at, last_at, ord)
+FROM jsonb_to_recordset(%s::jsonb)
+     AS v(ord int, tenant_id bigint, profile_id bigint, message_id text, type text,
+          campaign_id text, campaign_id_inherit bool, template_id text, template_id_inherit bool,
+          channel text, channel_inherit bool, count int, first_at timestamptz, last_at timestamptz)
 LEFT JOIN crm_campaigninteraction s
        ON s.tenant_id = v.tenant_id AND s.message_id = v.message_id AND s.type = 'SENT'
 ORDER BY v.ord
@@ -106,7 +103,7 @@ UPDATE crm_campaigninteraction ci SET
     campaign_id = CASE WHEN ci.campaign_id = '' THEN s.campaign_id ELSE ci.campaign_id END,
     template_id = CASE WHEN ci.template_id = '' THEN s.template_id ELSE ci.template_id END,
     channel = CASE WHEN ci.channel = '' THEN s.channel ELSE ci.channel END
-FROM crm_campaigninteraction s, unnest(%s::bigint[], %s::text[]) AS k(tenant_id, message_id)
+FROM crm_campaigninteraction s, jsonb_to_recordset(%s::jsonb) AS k(tenant_id bigint, message_id text)
 WHERE s.tenant_id = k.tenant_id AND s.message_id = k.message_id AND s.type = 'SENT'
   AND ci.tenant_id = k.tenant_id AND ci.message_id = k.message_id AND ci.type <> 'SENT'
   AND ((ci.campaign_id = '' AND s.campaign_id <> '')
@@ -119,8 +116,8 @@ UPDATE crm_profile p SET
     last_message_at = GREATEST(p.last_message_at, v.last_message_at),
     last_activity_at = GREATEST(p.last_activity_at, v.last_activity_at),
     last_email_open_at = GREATEST(p.last_email_open_at, v.last_email_open_at)
-FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[])
-     AS v(id, last_message_at, last_activity_at, last_email_open_at)
+FROM jsonb_to_recordset(%s::jsonb)
+     AS v(id bigint, last_message_at timestamptz, last_activity_at timestamptz, last_email_open_at timestamptz)
 WHERE p.id = v.id
 """
 
@@ -243,44 +240,49 @@ def _fold_interactions(records: list[MessageRecord]) -> list[_Interaction]:
 
 
 def _insert_activities(records: list[MessageRecord]) -> None:
+    rows = [
+        {
+            "tenant_id": r.tenant_id,
+            "profile_id": r.profile_id,
+            "type": _ACTIVITY_TYPE[r.kind].value,
+            "occurred_at": r.occurred_at,
+            "data": _activity_data(r),
+            "source_event_id": r.source_event_id,
+        }
+        for r in records
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _ACTIVITIES_SQL,
-            [
-                [r.tenant_id for r in records],
-                [r.profile_id for r in records],
-                [_ACTIVITY_TYPE[r.kind].value for r in records],
-                [r.occurred_at for r in records],
-                [json.dumps(_activity_data(r)) for r in records],
-                [r.source_event_id for r in records],
-            ],
-        )
+        cursor.execute(_ACTIVITIES_SQL, [recordset_json(rows)])
 
 
 def _upsert_interactions(records: list[MessageRecord]) -> None:
-    groups = _fold_interactions(records)
-    params: list[list] = [
-        [g.tenant_id for g in groups],
-        [g.profile_id for g in groups],
-        [g.message_id for g in groups],
-        [g.type for g in groups],
-    ]
-    for name in ("campaign_id", "template_id", "channel"):
-        params.append([g.columns[name].smallest for g in groups])
-        params.append([g.columns[name].inherit for g in groups])
-    params += [[g.count for g in groups], [g.first_at for g in groups], [g.last_at for g in groups]]
+    rows = []
+    for ord, g in enumerate(_fold_interactions(records)):
+        row = {
+            "ord": ord,
+            "tenant_id": g.tenant_id,
+            "profile_id": g.profile_id,
+            "message_id": g.message_id,
+            "type": g.type,
+            "count": g.count,
+            "first_at": g.first_at,
+            "last_at": g.last_at,
+        }
+        for name, value in g.columns.items():
+            row[name], row[f"{name}_inherit"] = value.smallest, value.inherit
+        rows.append(row)
     sent = sorted({(r.tenant_id, r.message_id) for r in records if r.kind == InteractionType.SENT})
     with connection.cursor() as cursor:
-        cursor.execute(_INTERACTIONS_SQL, params)
+        cursor.execute(_INTERACTIONS_SQL, [recordset_json(rows)])
         if sent:
-            cursor.execute(_FILL_FROM_SENT_SQL, [[t for t, _ in sent], [m for _, m in sent]])
+            keys = [{"tenant_id": tenant_id, "message_id": message_id} for tenant_id, message_id in sent]
+            cursor.execute(_FILL_FROM_SENT_SQL, [recordset_json(keys)])
 
 
 def _touch_profiles(touches: dict[int, dict[str, datetime]]) -> None:
-    ids = sorted(touches)
-    columns = [[touches[pk].get(name) for pk in ids] for name in _TOUCHED_FIELDS]
+    rows = [{"id": pk, **touches[pk]} for pk in sorted(touches)]  # absent fields read as NULL: GREATEST skips them
     with connection.cursor() as cursor:
-        cursor.execute(_TOUCH_SQL, [ids, *columns])
+        cursor.execute(_TOUCH_SQL, [recordset_json(rows)])
 
 
 def message_records_apply(*, records: list[MessageRecord]) -> None:

@@ -24,10 +24,10 @@ per-event path, where only the bad one ends `failed` and transient errors reach 
 Such fallbacks are counted (`fallback_batches()`) and logged as `batch_fallback`; they should stay rare.
 """
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, transaction
 
@@ -35,6 +35,7 @@ from crm.errors import ApplicationError
 from crm.models import ContactLink, InteractionType, Tenant
 from crm.services.identity import contact_link_check_tenant
 from crm.services.message_batches import LinkRow, MessageRecord, contact_links_fetch, message_records_apply
+from crm.services.recordsets import recordset_json
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.contract.jobs import BridgedJob, Event, canonical_json, parse_job
 from messaging_events.contract.routing import EventType
@@ -52,29 +53,27 @@ SET_BASED_TYPES: dict[EventType, InteractionType] = {
 }
 
 # The claim writes the same columns, with the same values and the same conflict rule, as the per-event
-# claim (`inbox._CLAIM_SQL`); only the delivery count is the number of folded copies.
+# claim (`inbox._CLAIM_SQL`); only the delivery count is the number of folded copies. A column added
+# there is added here as (name, SQL type) and as a key of `_claim_row`.
 _CLAIM_COLUMNS = (
-    "tenant_ref",
-    "idempotency_key",
-    "event_type",
-    "priority",
-    "messaging_contact_id",
-    "bullmq_job_id",
-    "job_name",
-    "raw_data",
-    "occurred_at",
-    "job_timestamp",
-    "job_attempts",
-    "deliveries",
+    ("tenant_ref", "text"),
+    ("idempotency_key", "text"),
+    ("event_type", "text"),
+    ("priority", "text"),
+    ("messaging_contact_id", "text"),
+    ("bullmq_job_id", "text"),
+    ("job_name", "text"),
+    ("raw_data", "jsonb"),
+    ("occurred_at", "timestamptz"),
+    ("job_timestamp", "timestamptz"),
+    ("job_attempts", "int"),
+    ("deliveries", "int"),
 )
-_CLAIM_TYPES = ("text",) * 8 + ("timestamptz", "timestamptz", "int", "int")
 _CLAIM_SQL = f"""
 INSERT INTO messaging_events_inboundevent
-    ({", ".join(_CLAIM_COLUMNS)}, received_at, updated_at, status, error, attempts)
-SELECT {", ".join("c.raw_data::jsonb" if name == "raw_data" else f"c.{name}" for name in _CLAIM_COLUMNS)},
-       now(), now(), 'received', '', 0
-FROM unnest({", ".join(f"%s::{sql_type}[]" for sql_type in _CLAIM_TYPES)}) WITH ORDINALITY
-     AS c({", ".join(_CLAIM_COLUMNS)}, ord)
+    ({", ".join(name for name, _ in _CLAIM_COLUMNS)}, received_at, updated_at, status, error, attempts)
+SELECT {", ".join(f"c.{name}" for name, _ in _CLAIM_COLUMNS)}, now(), now(), 'received', '', 0
+FROM jsonb_to_recordset(%s::jsonb) AS c(ord int, {", ".join(f"{name} {sql_type}" for name, sql_type in _CLAIM_COLUMNS)})
 ORDER BY c.ord
 ON CONFLICT (tenant_ref, idempotency_key) DO UPDATE SET
     deliveries = messaging_events_inboundevent.deliveries + EXCLUDED.deliveries,
@@ -91,7 +90,7 @@ UPDATE messaging_events_inboundevent e SET
     error = v.error,
     applied_at = CASE WHEN v.status = 'applied' THEN now() END,
     updated_at = now()
-FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[]) AS v(id, status, tenant_id, error)
+FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, status text, tenant_id bigint, error text)
 WHERE e.id = v.id
 """
 
@@ -146,31 +145,32 @@ def _fold(events: Iterable[tuple[BridgedJob, Event]]) -> tuple[list[_Claim], lis
     return [claims[identity] for identity in sorted(claims)], different
 
 
+def _claim_row(claim: _Claim, ord: int) -> dict[str, Any]:
+    """The values the per-event claim would write for this event (`inbox._claim`)."""
+    event, meta = claim.event, claim.event.job
+    tenant_ref, key = claim.identity
+    return {
+        "ord": ord,
+        "tenant_ref": tenant_ref,
+        "idempotency_key": key,
+        "event_type": inbox._strip_nul(event.type.value)[:64],
+        "priority": event.priority.value,
+        "messaging_contact_id": inbox._strip_nul(event.contact_id),
+        "bullmq_job_id": inbox._strip_nul(meta.job_id)[:64],
+        "job_name": inbox._strip_nul(meta.name)[:128],
+        "raw_data": inbox._strip_nul(event.raw),
+        "occurred_at": event.occurred_at,
+        "job_timestamp": meta.timestamp,
+        "job_attempts": claim.job_attempts,
+        "deliveries": claim.copies,
+    }
+
+
 def _claim_rows(claims: list[_Claim]) -> None:
     """One multi-row claim; fills each claim's row id and status from RETURNING, matched by identity."""
-    rows: list[list] = []
-    for claim in claims:
-        event, meta = claim.event, claim.event.job
-        tenant_ref, key = claim.identity
-        rows.append(
-            [
-                tenant_ref,
-                key,
-                inbox._strip_nul(event.type.value)[:64],
-                event.priority.value,
-                inbox._strip_nul(event.contact_id),
-                inbox._strip_nul(meta.job_id)[:64],
-                inbox._strip_nul(meta.name)[:128],
-                json.dumps(inbox._strip_nul(event.raw)),
-                event.occurred_at,
-                meta.timestamp,
-                claim.job_attempts,
-                claim.copies,
-            ]
-        )
     by_identity = {claim.identity: claim for claim in claims}
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [list(column) for column in zip(*rows, strict=True)])
+        cursor.execute(_CLAIM_SQL, [recordset_json([_claim_row(claim, n) for n, claim in enumerate(claims)])])
         returned = cursor.fetchall()
     for row_id, tenant_ref, key, status, inserted in returned:
         claim = by_identity[(tenant_ref, key)]
@@ -217,16 +217,17 @@ def _judge(claim: _Claim, link: LinkRow | None) -> Outcome:
 
 
 def _close(claims: list[_Claim]) -> None:
+    rows = [
+        {
+            "id": c.row_id,
+            "status": c.outcome.status.value,
+            "tenant_id": c.outcome.tenant_id,
+            "error": inbox._strip_nul(c.outcome.note)[:4000],
+        }
+        for c in claims
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _CLOSE_SQL,
-            [
-                [c.row_id for c in claims],
-                [c.outcome.status.value for c in claims],
-                [c.outcome.tenant_id for c in claims],
-                [inbox._strip_nul(c.outcome.note)[:4000] for c in claims],
-            ],
-        )
+        cursor.execute(_CLOSE_SQL, [recordset_json(rows)])
 
 
 def _apply_claims(claims: list[_Claim]) -> None:
