@@ -50,6 +50,21 @@ def _message_event(name: str, contact_id: str, payload: dict) -> dict:
     return {"name": name, "data": {"type": name, "identity": {"messagingContactId": contact_id}, "payload": payload}}
 
 
+def _sent_event(
+    cid: str, message_id: str, channel: str, template_id: str, template_name: str, campaign: str, sent: datetime
+) -> dict:
+    payload = {
+        "messageId": message_id,
+        "contactId": cid,
+        "channel": channel,
+        "templateId": template_id,
+        "templateName": template_name,
+        "campaignId": campaign,
+        "sentAt": _iso(sent),
+    }
+    return _message_event("message.sent", cid, payload)
+
+
 def contacts_of(contacts: int, tenants: int, tag: str) -> list[Contact]:
     return [Contact(f"bench-tenant-{i % tenants + 1}", f"c-{tag}-{i:06d}") for i in range(contacts)]
 
@@ -99,22 +114,7 @@ def generate(contacts: int = 10_000, tenants: int = 4, tag: str = "a", seed: int
         message_id = f"msg-{tag}-{index}"
         campaign = f"campaign-{tenant}-spring"
         sent = send_start + timedelta(seconds=index * 1800 / max(contacts, 1))
-        add(
-            sent,
-            _message_event(
-                "message.sent",
-                cid,
-                {
-                    "messageId": message_id,
-                    "contactId": cid,
-                    "channel": channel,
-                    "templateId": "template-spring",
-                    "templateName": "Spring Newsletter",
-                    "campaignId": campaign,
-                    "sentAt": _iso(sent),
-                },
-            ),
-        )
+        add(sent, _sent_event(cid, message_id, channel, "template-spring", "Spring Newsletter", campaign, sent))
         add(
             sent + timedelta(seconds=5),
             _message_event(
@@ -225,22 +225,7 @@ def campaign(contacts: list[Contact], tag: str, seed: int = 5) -> list[dict]:
         name = f"campaign-{contact.tenant}-{tag}"
         sent = start + timedelta(seconds=index * 1800 / max(len(contacts), 1))
         events: list[tuple[datetime, dict]] = [
-            (
-                sent,
-                _message_event(
-                    "message.sent",
-                    cid,
-                    {
-                        "messageId": message_id,
-                        "contactId": cid,
-                        "channel": "EMAIL",
-                        "templateId": "template-campaign",
-                        "templateName": "Campaign",
-                        "campaignId": name,
-                        "sentAt": _iso(sent),
-                    },
-                ),
-            )
+            (sent, _sent_event(cid, message_id, "EMAIL", "template-campaign", "Campaign", name, sent))
         ]
         roll = rng.random()
         if roll < 0.01:
