@@ -255,12 +255,13 @@ def _apply_set_based(events: list[tuple[BridgedJob, Event]]) -> inbox.BatchResul
             _apply_claims(claims)
     except Exception as exc:  # rolled back as a whole; the per-event path isolates the bad event
         _fallback_batches += 1
+        # The type and SQLSTATE only: a database error's message can quote personal data.
         logger.warning(
-            "batch_fallback events=%d fallbacks=%d error=%s: %s",
+            "batch_fallback events=%d fallbacks=%d error=%s sqlstate=%s",
             len(events),
             _fallback_batches,
             type(exc).__name__,
-            str(exc).splitlines()[0][:200] if str(exc) else "",
+            getattr(exc.__cause__, "sqlstate", None) or "",
         )
         return inbox.process_batch([job for job, _ in events])
     result = inbox.BatchResult()

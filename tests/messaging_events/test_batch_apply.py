@@ -216,7 +216,7 @@ def test_a_tenant_mismatch_is_rejected_and_its_batch_mates_applied() -> None:
     assert Profile.objects.get(email="c-b@example.com").last_message_at is None
 
 
-def test_a_poisoned_event_falls_back_to_the_per_event_path_and_only_it_fails() -> None:
+def test_a_poisoned_event_falls_back_to_the_per_event_path_and_only_it_fails(caplog: pytest.LogCaptureFixture) -> None:
     contacts()
     good = campaign("c-a") + campaign("c-b")
     # PostgreSQL's jsonb cannot hold NUL: the activity insert of this one event fails the whole statement.
@@ -224,6 +224,8 @@ def test_a_poisoned_event_falls_back_to_the_per_event_path_and_only_it_fails() -
     fallbacks = batch_apply.fallback_batches()
     assert batch_apply.apply_batch([*good[:5], poisoned, *good[5:]]).statuses == {"applied": 10, "failed": 1}
     assert batch_apply.fallback_batches() == fallbacks + 1
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch_fallback")]
+    assert line == f"batch_fallback events=11 fallbacks={fallbacks + 1} error=DataError sqlstate=22P05"
     failed = InboundEvent.objects.get(status="failed")
     assert failed.idempotency_key == "p"
     assert failed.error.startswith("database error:")
