@@ -54,7 +54,11 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError("must be an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (for example a trailing Z)")
-    return check_timestamp_range(parsed.astimezone(UTC))
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 lies before the calendar in UTC
+        raise ValueError("is outside the calendar once converted to UTC") from None
+    return check_timestamp_range(in_utc)
 
 
 def check_timestamp_range(value: datetime) -> datetime:
