@@ -23,6 +23,8 @@ from messaging_events.contract.routing import (
 from messaging_events.contract.schemas import OCCURRED_AT_FIELD, SCHEMAS, Payload
 
 MAX_ERROR_LENGTH = 2000
+# Deeper job data cannot travel: Python's JSON parser (in the worker's message decoding) stops near 1,000.
+MAX_JSON_DEPTH = 64
 # Job data the pipeline could not forward or store as received; a replay rejects it again.
 UNREADABLE_MARKER = "_unreadable"
 UNREADABLE_PREVIEW_CHARS = 2000
@@ -261,6 +263,19 @@ def parse_job(job: BridgedJob) -> Event | Rejection:
         job=meta,
         raw=data,
     )
+
+
+def check_depth(data: Any) -> None:
+    """Raise ValueError when `data` nests deeper than MAX_JSON_DEPTH (iteratively: no recursion limit)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"job data nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
 
 
 def _rejection_identity(name: str, data: Any, meta: JobMeta) -> str:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -158,6 +158,12 @@ def _apply(event: Event, row_id: int) -> Outcome:
         return Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), exc.message)
     except TRANSIENT_ERRORS:
         raise
+    except DataError as exc:  # a value the database refuses: the event's content, so a rejection
+        if connection.needs_rollback or not connection.is_usable():
+            raise
+        return Outcome(
+            InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), f"the database refused a value: {exc}"
+        )
     except DatabaseError as exc:
         if connection.needs_rollback or not connection.is_usable():
             raise
