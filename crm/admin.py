@@ -43,6 +43,7 @@ from crm.models import (
     Tenant,
 )
 from crm.normalise import email_normalise, phone_normalise
+from crm.services.profiles import consent_report_disagreements
 
 INLINE_ROW_LIMIT = 50
 JSON_PREVIEW_CHARS = 200
@@ -386,11 +387,21 @@ class ProfileAdmin(ScopedModelAdmin):
                 )
             )
         # "Record consent change" (top right) appends a staff statement to the ledger.
-        return format_html(
+        table = format_html(
             "<table><thead><tr><th>channel</th><th>state</th><th>decided at</th><th>source</th></tr></thead>"
             "<tbody>{}</tbody></table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
         )
+        # contact.updated reports consent without deciding it: a disagreement is for staff to follow up.
+        disagreements = consent_report_disagreements(profile=obj)
+        if not disagreements:
+            return table
+        notes = format_html_join(
+            "",
+            '<li class="consent-disagreement">{} (CRM: {})</li>',
+            ((str(d), yes_no_unknown(d.crm)) for d in disagreements),
+        )
+        return format_html("{}<ul>{}</ul>", table, notes)
 
     @admin.display(description="score breakdown")
     def engagement_breakdown_table(self, obj: Profile) -> str:

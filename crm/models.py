@@ -43,6 +43,9 @@ class Profile(models.Model):
     # Who set each identity field and when: {"email": {"by": "event"|"staff", "at": iso, "event": key}}.
     # The earliest event's value wins whatever the arrival order; staff edits are never overwritten.
     field_sources = models.JSONField(default=dict, blank=True)
+    # What `contact.updated` said about consent, which it does not decide (docs/decisions.md):
+    # {"sms": {"opted_in": true, "at": iso, "event": key}}, the latest report per channel.
+    consent_reports = models.JSONField(default=dict, blank=True)
     # Created by an event that named an unknown contact; merges into a real profile
     # when `contact.created` resolves to one.
     is_stub = models.BooleanField(default=False)

@@ -14,7 +14,8 @@ from django.utils.html import format_html
 from crm.admin import TENANT_FILTER, ScopedModelAdmin, json_block
 from crm.admin_scoping import ImmutableAdminMixin
 from messaging_events.contract.routing import EventType, Priority
-from messaging_events.models import REPLAYABLE_STATUSES, InboundEvent
+from messaging_events.models import REPLAYABLE_STATUSES, ConflictState, InboundEvent
+from messaging_events.services.conflicts import Resolution, conflict_resolve
 from messaging_events.services.replay import replay_events
 
 
@@ -53,9 +54,10 @@ class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
         "idempotency_key",
         "attempts",
         "deliveries",
+        "conflict",
         "error_preview",
     )
-    list_filter = ("status", EventTypeFilter, TENANT_FILTER, PriorityFilter)
+    list_filter = ("status", "conflict", EventTypeFilter, TENANT_FILTER, PriorityFilter)
     list_select_related = ("tenant",)
     search_fields = (
         "idempotency_key__exact",
@@ -64,13 +66,17 @@ class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
         "tenant_ref__exact",
     )
     ordering = ("-id",)
-    actions = ("replay_selected",)
+    actions = ("replay_selected", "resolve_conflicts")
     fieldsets = (
         (None, {"fields": ("event_type", "status", "error_text", "tenant", "tenant_ref", "messaging_contact_id")}),
         ("Identity", {"fields": ("idempotency_key", "priority", "bullmq_job_id", "job_name")}),
         ("Timing", {"fields": ("occurred_at", "job_timestamp", "received_at", "applied_at", "updated_at")}),
         ("Delivery", {"fields": ("attempts", "deliveries", "job_attempts")}),
         ("Raw data", {"fields": ("raw_data_pretty",)}),
+        (
+            "Conflict: same identity, other content",
+            {"fields": ("conflict", "conflict_job_timestamp", "conflict_data_pretty")},
+        ),
     )
     readonly_fields = (
         "event_type",
@@ -92,6 +98,9 @@ class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
         "deliveries",
         "job_attempts",
         "raw_data_pretty",
+        "conflict",
+        "conflict_job_timestamp",
+        "conflict_data_pretty",
     )
 
     @admin.display(description="error")
@@ -108,6 +117,10 @@ class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
     def raw_data_pretty(self, obj: InboundEvent) -> str:
         return json_block(obj.raw_data)
 
+    @admin.display(description="other content")
+    def conflict_data_pretty(self, obj: InboundEvent) -> str:
+        return json_block(obj.conflict_data) if obj.conflict else "-"
+
     def has_replay_permission(self, request: HttpRequest) -> bool:
         # The inbox is read-only, so replay is gated on the model's change permission itself.
         opts = self.opts
@@ -122,3 +135,17 @@ class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
         if skipped:
             text += f" Skipped {skipped} that were not failed, parked or rejected."
         self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
+
+    @admin.action(description="Resolve conflicts: replay the newer content", permissions=["replay"])
+    def resolve_conflicts(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        results = [
+            conflict_resolve(row_id=pk)
+            for pk in queryset.filter(conflict=ConflictState.OPEN).values_list("pk", flat=True)
+        ]
+        replayed = sum(1 for r in results if r.resolution == Resolution.REPLAYED)
+        kept = sum(1 for r in results if r.resolution == Resolution.KEPT)
+        text = (
+            f"Resolved {len(results)} conflict(s): replayed the newer content of {replayed}, "
+            f"kept the applied content of {kept}."
+        )
+        self.message_user(request, text, messages.SUCCESS if results else messages.WARNING)

@@ -4,6 +4,7 @@ Handlers only translate a validated `Event` into CRM service calls and report an
 
 - contact and consent events always name their tenant; they link the contact (creating a stub
   profile for an unknown contact when needed) and report it as linked, so parked events re-apply;
+  only `contact.created` and `contactPreference.updated` state consent (`contact.updated` reports it);
 - message and engagement events for an unknown contact are parked; their tenant is the one they
   state, else the contact link's; a stated tenant other than the link's raises `TenantMismatch`
   (the inbox records the event as rejected, and nothing changes).
@@ -49,6 +50,12 @@ def _contact_fields(event: Event) -> dict:
     }
 
 
+def _statement_key(event: Event) -> str:
+    """The identity of an event's statements (ledger, field provenance): its type and key, so that a
+    producer reusing one eventId for two types never has the second statement taken for the first."""
+    return f"{event.type.value}:{event.idempotency_key}"
+
+
 @handles(EventType.CONTACT_CREATED)
 def contact_created(event: Event, inbox_id: int) -> Outcome:
     result = contacts.contact_import(
@@ -57,7 +64,7 @@ def contact_created(event: Event, inbox_id: int) -> Outcome:
         **_contact_fields(event),
         opt_ins=event.payload.consent_statements(),
         occurred_at=event.occurred_at,
-        source_key=event.idempotency_key,
+        source_key=_statement_key(event),
         source_event_id=inbox_id,
     )
     return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
@@ -69,9 +76,9 @@ def contact_updated(event: Event, inbox_id: int) -> Outcome:
         tenant_external_id=event.tenant_ref,
         contact_id=event.contact_id,
         **_contact_fields(event),
-        opt_ins=event.payload.consent_statements(),
+        reported_opt_ins=event.payload.consent_statements(),
         occurred_at=event.occurred_at,
-        source_key=event.idempotency_key,
+        source_key=_statement_key(event),
         source_event_id=inbox_id,
     )
     return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
@@ -84,7 +91,7 @@ def contact_preference_updated(event: Event, inbox_id: int) -> Outcome:
         contact_id=event.contact_id,
         opt_ins=event.payload.consent_statements(),
         occurred_at=event.occurred_at,
-        source_key=event.idempotency_key,
+        source_key=_statement_key(event),
         source_event_id=inbox_id,
     )
     return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
@@ -92,7 +99,9 @@ def contact_preference_updated(event: Event, inbox_id: int) -> Outcome:
 
 @handles(EventType.CONTACT_DELETED)
 def contact_deleted(event: Event, inbox_id: int) -> Outcome:
-    return Outcome.ignored(None, "contact.deleted is reserved by the contract; the CRM changes nothing")
+    # Recorded under its tenant, so that the tenant's staff see it (the contract requires a tenantId).
+    tenant_id = tenant_get_or_create(event.tenant_ref).pk
+    return Outcome.ignored(tenant_id, "contact.deleted is reserved by the contract; the CRM changes nothing")
 
 
 # -- message and engagement events ---------------------------------------------------------

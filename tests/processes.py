@@ -516,7 +516,8 @@ def publish_jobs(
     ]
     if ids:
         args.append("--ids")
-    stdin = "".join(json.dumps(job, ensure_ascii=False) + "\n" for job in jobs)
+    # ASCII escapes: a lone UTF-16 surrogate reaches the Node client as it would from JavaScript.
+    stdin = "".join(json.dumps(job) + "\n" for job in jobs)
     done = subprocess.run(args, input=stdin.encode(), capture_output=True, timeout=timeout, cwd=ROOT, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"node publisher failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")

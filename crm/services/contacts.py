@@ -1,9 +1,13 @@
 """Contact and consent events: `contact.created` (and backfills), `contact.updated`, `contactPreference.updated`.
 
 All three resolve the contact (crm.services.identity), then apply the identity fields under the
-provenance rule (crm.services.profiles) and the opt-in flags last-writer-wins through the consent
-ledger (crm.services.consent). Only the fields present are touched: an absent flag or field is no
-statement.
+provenance rule (crm.services.profiles). The opt-in flags of `contact.created` and
+`contactPreference.updated` are consent statements, last-writer-wins through the consent ledger
+(crm.services.consent). The flags of `contact.updated` are not: the seed gives it no consent action,
+and its routine snapshot must never undo an opt-out the CRM recorded (a STOP reply, the bounce
+automation, staff). They are kept as an observation (`Profile.consent_reports`, and on the
+`PROFILE_UPDATED` activity), and a disagreement with the CRM's state is shown to staff.
+Only the fields present are touched: an absent flag or field is no statement.
 
 - `contact_import` (`contact.created` and `backfill_contacts`, one path): links the contact; a
   contact linked to a stub that now resolves by email or phone to another profile merges the stub
@@ -29,7 +33,7 @@ from crm.services.consent import consent_statement_record
 from crm.services.identity import contact_resolve_or_create
 from crm.services.locks import profile_lock
 from crm.services.merge import profile_merge
-from crm.services.profiles import profile_fields_apply_event
+from crm.services.profiles import consent_reports_record, profile_fields_apply_event
 from crm.services.tenants import tenant_get_or_create
 
 MESSAGING_LAWFUL_BASIS = "consent as recorded by the Messaging service"
@@ -87,6 +91,7 @@ def _contact_apply(
     occurred_at: datetime,
     source_key: str,
     source_event_id: int | None,
+    reported_opt_ins: dict[str, bool] | None = None,
 ) -> ContactImportResult:
     email = email_normalise(email)
     phone = phone_normalise(phone)
@@ -114,6 +119,21 @@ def _contact_apply(
             outcome = outcome or ContactImportOutcome.CREATED
     profile_lock(profile.pk)
     profile = Profile.objects.get(pk=profile.pk)
+    extra_data = {"identity_conflict": resolution.conflict} if resolution.conflict else {}
+    observation = None
+    reports_changed = False
+    if reported_opt_ins:
+        reports_changed = consent_reports_record(
+            profile=profile, reported=reported_opt_ins, occurred_at=occurred_at, source_key=source_key
+        )
+        observation = {"consent_reported": dict(sorted(reported_opt_ins.items()))}
+        disagreements = {
+            channel: {"reported": value, "crm": profile.opt_in(channel)}
+            for channel, value in sorted(reported_opt_ins.items())
+            if profile.opt_in(channel) != value
+        }
+        if disagreements:
+            extra_data["consent_disagrees"] = disagreements
     fields_written = profile_fields_apply_event(
         profile=profile,
         values={"email": email, "phone": phone, "first_name": first_name, "last_name": last_name},
@@ -121,7 +141,8 @@ def _contact_apply(
         source_key=source_key,
         source_event_id=source_event_id,
         announce=how != "created",
-        extra_data={"identity_conflict": resolution.conflict} if resolution.conflict else None,
+        extra_data=extra_data or None,
+        observation=observation,
     )
     consent_recorded = _consent_apply(
         profile=profile,
@@ -131,7 +152,7 @@ def _contact_apply(
         source_event_id=source_event_id,
     )
     if outcome is None:
-        changed = fields_written or consent_recorded
+        changed = fields_written or consent_recorded or reports_changed
         outcome = ContactImportOutcome.UPDATED if changed else ContactImportOutcome.UNCHANGED
     return ContactImportResult(
         outcome=outcome, tenant_id=tenant.pk, profile_id=profile.pk, merged_profile_id=merged_profile_id
@@ -181,13 +202,13 @@ def contact_update(
     phone: str | None,
     first_name: str | None,
     last_name: str | None,
-    opt_ins: dict[str, bool],
+    reported_opt_ins: dict[str, bool],
     occurred_at: datetime,
     source_key: str,
     source_event_id: int | None = None,
 ) -> ContactImportResult:
-    """`contact.updated`: fill fields where still empty (provenance rule), sync consent; an unknown
-    contact is resolved by email/phone or gets a stub profile."""
+    """`contact.updated`: fill fields where still empty (provenance rule); its opt-in flags are an
+    observation only (module doc). An unknown contact is resolved by email/phone or gets a stub."""
     return _contact_apply(
         mode="updated",
         tenant_external_id=tenant_external_id,
@@ -196,7 +217,8 @@ def contact_update(
         phone=phone,
         first_name=first_name,
         last_name=last_name,
-        opt_ins=opt_ins,
+        opt_ins={},
+        reported_opt_ins=reported_opt_ins,
         occurred_at=occurred_at,
         source_key=source_key,
         source_event_id=source_event_id,

@@ -7,12 +7,17 @@
 - Identity fields (email, phone, first and last name): an event fills a field that is empty, or that
   was set by a *later* event (the earliest event wins whatever the arrival order; ties broken by the
   event identity). Staff edits are never overwritten by events.
+- Consent reports (`consent_reports`): what `contact.updated` said about each channel, which does
+  not decide consent. The latest report per channel wins (greatest occurred-at, then event
+  identity), whatever the arrival order; `consent_report_disagreements` lists the channels where it
+  differs from the CRM's current state, for the profile page.
 - Verification flags: events only ever say "not verified" (False). An event statement applies unless
   the flag was set by a statement that occurred later (a staff decision at a later time, or a later
   event), so a late bounce cannot undo a newer staff verification.
 """
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -49,13 +54,15 @@ def profile_fields_apply_event(
     source_event_id: int | None,
     announce: bool,
     extra_data: dict | None = None,
+    observation: dict | None = None,
 ) -> bool:
     """Apply an event's identity fields under the provenance rule. The caller holds the profile lock
     and passes a fresh `profile`.
 
     With `announce`, a `PROFILE_UPDATED` activity records every field whose value differs from the
-    stored one (old, new, applied) and `extra_data` (an identity conflict). Returns whether anything
-    was written to the profile.
+    stored one (old, new, applied) and `extra_data` (an identity conflict, a consent disagreement);
+    `observation` (the reported consent flags) is added to that activity but never causes one.
+    Returns whether anything was written to the profile.
     """
     at = stamp(occurred_at)
     sources = dict(profile.field_sources or {})
@@ -81,7 +88,7 @@ def profile_fields_apply_event(
             updated_at=timezone.now(),
         )
     if announce and (changes or extra_data):
-        data = {"changes": changes, "source_key": source_key, **(extra_data or {})}
+        data = {"changes": changes, "source_key": source_key, **(observation or {}), **(extra_data or {})}
         unapplied_repeat = (
             source_event_id is None
             and not applied
@@ -99,6 +106,52 @@ def profile_fields_apply_event(
                 source_event_id=source_event_id,
             )
     return bool(applied)
+
+
+def _later_report(new: dict, old: dict | None) -> bool:
+    return old is None or (new["at"], new["event"]) > (str(old.get("at", "")), str(old.get("event", "")))
+
+
+def consent_reports_record(
+    *, profile: Profile, reported: dict[str, bool], occurred_at: datetime, source_key: str
+) -> bool:
+    """Keep what `contact.updated` reported per channel (module doc). The caller holds the profile
+    lock and passes a fresh `profile`. Returns whether a report was newer than the stored one."""
+    reports = dict(profile.consent_reports or {})
+    changed = False
+    for channel, opted_in in reported.items():
+        report = {"opted_in": opted_in, "at": stamp(occurred_at), "event": source_key}
+        if _later_report(report, reports.get(channel)):
+            reports[channel] = report
+            changed = True
+    if changed:
+        profile.consent_reports = reports
+        Profile.objects.filter(pk=profile.pk).update(consent_reports=reports)
+    return changed
+
+
+@dataclass(frozen=True)
+class ConsentDisagreement:
+    channel: str
+    reported: bool
+    reported_at: str
+    crm: bool | None
+
+    def __str__(self) -> str:
+        return f"Messaging reports {self.channel}OptIn={str(self.reported).lower()} since {self.reported_at}"
+
+
+def consent_report_disagreements(*, profile: Profile) -> list[ConsentDisagreement]:
+    """The channels where the Messaging service's latest `contact.updated` report differs from the
+    CRM's consent, for staff to follow up."""
+    disagreements = []
+    for channel, report in sorted((profile.consent_reports or {}).items()):
+        crm = profile.opt_in(channel)
+        if isinstance(report, dict) and report.get("opted_in") != crm:
+            disagreements.append(
+                ConsentDisagreement(channel, bool(report.get("opted_in")), str(report.get("at", "")), crm)
+            )
+    return disagreements
 
 
 _INVALIDATE_SQL = """
@@ -188,6 +241,11 @@ def profile_merge_fields(*, source: Profile, target: Profile) -> dict:
             if their_src:
                 sources[field] = their_src
     merged["field_sources"] = sources
+    reports = dict(target.consent_reports or {})
+    for channel, report in (source.consent_reports or {}).items():
+        if _later_report(report, reports.get(channel)):
+            reports[channel] = report
+    merged["consent_reports"] = reports
     return merged
 
 

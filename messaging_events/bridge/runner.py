@@ -19,7 +19,14 @@ from django.conf import settings
 
 from messaging_events.bridge.batcher import Batcher, Publish
 from messaging_events.bridge.publisher import CeleryPublisher
-from messaging_events.contract.jobs import BridgedJob, Rejection, identity_of, parse_job
+from messaging_events.contract.jobs import (
+    BridgedJob,
+    Rejection,
+    check_depth,
+    identity_of,
+    parse_job,
+    unreadable_job,
+)
 from messaging_events.contract.routing import QUEUE_ORDER, event_type_from_name
 from messaging_events.services.inbox import OVERSIZED_MARKER, UNDECODABLE_MARKER
 
@@ -66,6 +73,14 @@ class BridgeConfig:
 def _decodes(raw: object) -> bool:
     try:
         json.loads(raw if isinstance(raw, str | bytes) else "{}")
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's JSON parser goes
+        return False
+    return True
+
+
+def _integer_text(raw: object) -> bool:
+    try:
+        int(raw if isinstance(raw, str | bytes) else "0")
     except ValueError:
         return False
     return True
@@ -90,6 +105,9 @@ class BridgeWorker(Worker):
         if job_data and not _decodes(job_data.get("data", "{}")):
             head = str(job_data.get("data"))[:OVERSIZED_PREVIEW_CHARS]
             job_data = {**job_data, "data": json.dumps({UNDECODABLE_MARKER: {"head": head}})}
+        if job_data and not _integer_text(job_data.get("timestamp", "0")):
+            # bullmq reads the timestamp with int(); a producer's `opts.timestamp` of 1.5 would fail the fetch.
+            job_data = {**job_data, "timestamp": "0"}
         return await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
 
     async def getNextJob(self, token: str):
@@ -110,14 +128,15 @@ def bridged_job(job: Job, max_bytes: int) -> BridgedJob:
         "data": job.data,
     }
     if isinstance(job.data, dict) and UNDECODABLE_MARKER in job.data:
-        bridged["key"] = identity_of(bridged["name"], job.data)
+        bridged["key"] = identity_of(bridged["name"], job.data, job.timestamp)
         bridged["rejection"] = "job data is not valid JSON"
         return bridged
+    check_depth(job.data)
     encoded = json.dumps(job.data, separators=(",", ":"), ensure_ascii=False, default=str)
     size = len(encoded.encode())
     if size > max_bytes:
         event_type = event_type_from_name(bridged["name"])
-        bridged["key"] = identity_of(event_type.value if event_type else bridged["name"], job.data)
+        bridged["key"] = identity_of(event_type.value if event_type else bridged["name"], job.data, job.timestamp)
         bridged["rejection"] = f"job data is {size} bytes; the limit is {max_bytes} (BRIDGE_MAX_JOB_BYTES)"
         bridged["data"] = {OVERSIZED_MARKER: {"bytes": size, "head": encoded[:OVERSIZED_PREVIEW_CHARS]}}
     return bridged
@@ -143,8 +162,13 @@ class Bridge:
         self._stop = asyncio.Event()
 
     async def process(self, job: Job, token: str) -> None:
-        bridged = bridged_job(job, self.config.max_job_bytes)
-        judged = parse_job(bridged)
+        try:
+            bridged = bridged_job(job, self.config.max_job_bytes)
+            judged = parse_job(bridged)
+        except Exception as exc:  # content the bridge cannot carry: a rejection record, never a failed job
+            logger.warning("bridge_unreadable_job job=%s error=%s", job.id, type(exc).__name__)
+            bridged = unreadable_job(str(job.id), job.name or "", job.timestamp, job.attemptsMade, job.data, exc)
+            judged = parse_job(bridged)
         if isinstance(judged, Rejection):
             self.rejected += 1
         await self.batchers[judged.priority.value].submit(bridged)

@@ -54,7 +54,11 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError("must be an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (for example a trailing Z)")
-    return check_timestamp_range(parsed.astimezone(UTC))
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 lies before the calendar in UTC
+        raise ValueError("is outside the calendar once converted to UTC") from None
+    return check_timestamp_range(in_utc)
 
 
 def check_timestamp_range(value: datetime) -> datetime:
@@ -65,11 +69,18 @@ def check_timestamp_range(value: datetime) -> datetime:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; JSON can, so the producer may send it.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 Identifier = Annotated[str, BeforeValidator(_identifier)]
 Email = Annotated[str, BeforeValidator(normalise_email)]
 Phone = Annotated[str, BeforeValidator(normalise_phone)]
 Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-ShortText = Annotated[str, StringConstraints(max_length=500)]
-LongText = Annotated[str, StringConstraints(max_length=4000)]
-Url = Annotated[str, StringConstraints(max_length=4000), AfterValidator(lambda v: v.strip())]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_nul)]
+ShortText = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_nul)]
+LongText = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_no_nul)]
+Url = Annotated[str, StringConstraints(max_length=4000), AfterValidator(lambda v: _no_nul(v.strip()))]

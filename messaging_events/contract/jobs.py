@@ -23,6 +23,11 @@ from messaging_events.contract.routing import (
 from messaging_events.contract.schemas import OCCURRED_AT_FIELD, SCHEMAS, Payload
 
 MAX_ERROR_LENGTH = 2000
+# Deeper job data cannot travel: Python's JSON parser (in the worker's message decoding) stops near 1,000.
+MAX_JSON_DEPTH = 64
+# Job data the pipeline could not forward or store as received; a replay rejects it again.
+UNREADABLE_MARKER = "_unreadable"
+UNREADABLE_PREVIEW_CHARS = 2000
 
 
 class BridgedJob(TypedDict, total=False):
@@ -43,6 +48,7 @@ class JobMeta:
     name: str
     timestamp: datetime | None
     attempts_made: int
+    timestamp_ms: int | None = None  # the BullMQ timestamp as received, part of content identities
 
 
 @dataclass(frozen=True)
@@ -78,26 +84,43 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def content_key(name: str, data: Any) -> str:
-    """The identity of an event without an `eventId`: a hash of its type and canonical data.
+def _digest(text: str) -> str:
+    # surrogatepass: a lone UTF-16 surrogate (which JSON.stringify can send) must hash, not raise.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def content_key(name: str, data: Any, job_timestamp_ms: int | None = None) -> str:
+    """The identity of an event without an `eventId`: a hash of its type and canonical data, and
+    of the job's timestamp when that is the only time the event has (docs/decisions.md).
 
     Never BullMQ's job id, which restarts from 1 if Redis loses its data.
     """
-    digest = hashlib.sha256(f"{name}\n{canonical_json(data)}".encode()).hexdigest()
-    return f"sha256:{digest}"
+    stamp = "" if job_timestamp_ms is None else f"@{job_timestamp_ms}\n"
+    text = f"{name}\n{stamp}{canonical_json(data)}"
+    return f"sha256:{_digest(text)}"
+
+
+def content_hash(data: Any) -> str:
+    """What a job said, to tell a redelivery (same hash) from a conflict (same identity, other content)."""
+    return _digest(canonical_json(data))
 
 
 def _job_meta(job: BridgedJob) -> JobMeta:
     timestamp = job.get("timestamp")
-    when = None
-    if isinstance(timestamp, int | float) and timestamp > 0:
-        when = datetime.fromtimestamp(timestamp / 1000, UTC)
+    when, millis = None, None
+    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool) and timestamp > 0:
+        try:
+            when = datetime.fromtimestamp(timestamp / 1000, UTC)
+            millis = int(timestamp)
+        except (OverflowError, OSError, ValueError):
+            when = None  # beyond the calendar: the event has no usable job time
     attempts = job.get("attemptsMade")
     return JobMeta(
         job_id=str(job.get("id") or ""),
         name=str(job.get("name") or ""),
         timestamp=when,
-        attempts_made=attempts if isinstance(attempts, int) else 0,
+        attempts_made=attempts if isinstance(attempts, int) and 0 <= attempts < 2**31 else 0,
+        timestamp_ms=millis,
     )
 
 
@@ -117,9 +140,10 @@ def _stated_event_id(data: Any) -> str:
     return _short_str(candidate)
 
 
-def identity_of(name: str, data: Any) -> str:
-    """Idempotency key: the producer's `eventId` when there is one, else the content hash."""
-    return _stated_event_id(data) or content_key(name, data)
+def identity_of(name: str, data: Any, job_timestamp_ms: int | None = None) -> str:
+    """Idempotency key: the producer's `eventId` when there is one, else the content hash (with the
+    job timestamp when given: see `content_key`). The inbox is unique on the type and this key."""
+    return _stated_event_id(data) or content_key(name, data, job_timestamp_ms)
 
 
 def _stated_tenant(data: Any) -> str:
@@ -189,6 +213,9 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
     occurred_at = None
     if field := OCCURRED_AT_FIELD.get(event_type):
         occurred_at = getattr(payload, field)
+    # An event that states its own time is identified by its content; one that does not happened
+    # when its job was created, so two such statements differ by their job timestamp.
+    job_time_in_identity = occurred_at is None
     if occurred_at is None:
         # Contact events carry no time of their own: the job's timestamp is when it happened.
         if meta.timestamp is None:
@@ -201,7 +228,8 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
     return Event(
         type=event_type,
         priority=priority_for(event_type),
-        idempotency_key=identity_of(event_type.value, data),
+        idempotency_key=job.get("key")
+        or identity_of(event_type.value, data, meta.timestamp_ms if job_time_in_identity else None),
         tenant_ref=tenant_ref,
         contact_id=contact_id,
         occurred_at=occurred_at,
@@ -212,6 +240,7 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
 
 
 def parse_job(job: BridgedJob) -> Event | Rejection:
+    """Judge one bridged job. Never raises: whatever its content breaks becomes a rejection's reason."""
     meta = _job_meta(job)
     data = job.get("data")
     reason = job.get("rejection")
@@ -220,14 +249,59 @@ def parse_job(job: BridgedJob) -> Event | Rejection:
             return _parse_valid(job, meta)
         except _Invalid as exc:
             reason = str(exc)
+        except Exception as exc:  # e.g. a value the validators did not foresee: recorded, never lost
+            reason = f"the contract could not read the job: {type(exc).__name__}: {exc}"
     event_type = event_type_from_name(meta.name)
+    name = event_type.value if event_type else meta.name
     return Rejection(
-        reason=reason[:MAX_ERROR_LENGTH],
+        reason=str(reason)[:MAX_ERROR_LENGTH],
         event_type=(event_type.value if event_type else meta.name[:64]) or "(no name)",
         priority=priority_for(event_type) if event_type else REJECTION_PRIORITY,
-        idempotency_key=job.get("key") or identity_of(event_type.value if event_type else meta.name, data),
+        idempotency_key=job.get("key") or _rejection_identity(name, data, meta),
         tenant_ref=_stated_tenant(data),
         contact_id=_stated_contact(data),
         job=meta,
         raw=data,
     )
+
+
+def check_depth(data: Any) -> None:
+    """Raise ValueError when `data` nests deeper than MAX_JSON_DEPTH (iteratively: no recursion limit)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"job data nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
+
+
+def _rejection_identity(name: str, data: Any, meta: JobMeta) -> str:
+    try:
+        return identity_of(name, data, meta.timestamp_ms)
+    except (RecursionError, ValueError, TypeError):  # too deep to serialise: the job itself is its identity
+        return f"job:{meta.job_id}@{meta.timestamp_ms}"
+
+
+def unreadable_job(job_id: str, name: str, timestamp: Any, attempts: Any, data: Any, error: Exception) -> BridgedJob:
+    """A job whose content broke the bridge or a worker, as a rejection record that always travels
+    and stores: its data becomes a preview under `UNREADABLE_MARKER`, its reason the exception."""
+    try:
+        head = json.dumps(data, ensure_ascii=True, default=repr)[:UNREADABLE_PREVIEW_CHARS]
+    except (RecursionError, ValueError, TypeError):
+        head = f"<{type(data).__name__} that cannot be serialised>"
+    safe_name = name.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    stamp = timestamp if isinstance(timestamp, int) and not isinstance(timestamp, bool) else None
+    bridged: BridgedJob = {
+        "id": str(job_id)[:64],
+        "name": safe_name[:128],
+        "timestamp": stamp or 0,
+        "attemptsMade": attempts if isinstance(attempts, int) and 0 <= attempts < 2**31 else 0,
+        "data": {UNREADABLE_MARKER: {"head": head}},
+        "rejection": f"job content could not be processed: {type(error).__name__}: {error}"[:MAX_ERROR_LENGTH],
+    }
+    identity = f"{safe_name}\n@{stamp}\n{job_id}\n{head}"
+    bridged["key"] = f"sha256:{_digest(identity)}"
+    return bridged

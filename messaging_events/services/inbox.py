@@ -5,18 +5,29 @@ event's identity, so a redelivery finds its row and changes nothing.
 """
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from crm.errors import ApplicationError
 from crm.models import Tenant
-from messaging_events.contract.jobs import BridgedJob, Event, JobMeta, Rejection, parse_job
+from messaging_events.contract.jobs import (
+    UNREADABLE_MARKER,
+    BridgedJob,
+    Event,
+    JobMeta,
+    Rejection,
+    content_hash,
+    parse_job,
+    unreadable_job,
+)
 from messaging_events.handlers import handler_for
 from messaging_events.models import FINAL_STATUSES, InboundEvent, InboundEventStatus
 from messaging_events.outcomes import Outcome
@@ -27,7 +38,9 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 OVERSIZED_MARKER = "_oversized"
 UNDECODABLE_MARKER = "_undecodable"
 # Data the bridge could not forward as received: a replay must reject it again, for the same reason.
-UNREADABLE_MARKERS = (OVERSIZED_MARKER, UNDECODABLE_MARKER)
+UNREADABLE_MARKERS = (OVERSIZED_MARKER, UNDECODABLE_MARKER, UNREADABLE_MARKER)
+TIME_LIMIT_ERROR = "the batch reached its soft time limit before this event was applied"
+_SURROGATES = str.maketrans({code: "\ufffd" for code in range(0xD800, 0xE000)} | {0: "\ufffd"})
 
 
 @dataclass
@@ -41,53 +54,81 @@ class BatchResult:
 
 
 def _strip_nul(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold NUL characters; the rest is stored as received."""
+    """PostgreSQL text and jsonb hold neither NUL characters nor lone UTF-16 surrogates (which
+    JSON.stringify can send), nor non-finite numbers; each becomes U+FFFD (or null). The rest is
+    stored as received."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return value.translate(_SURROGATES)
     if isinstance(value, list):
         return [_strip_nul(v) for v in value]
     if isinstance(value, dict):
         return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
-_CLAIM_SQL = """
-INSERT INTO messaging_events_inboundevent
+# The identity is (tenant_ref, event_type, idempotency_key). A delivery whose content differs from
+# the row's (and from a conflict already seen) opens a conflict and keeps that content; it is never
+# applied. A replay's content is the row's own (or an operator's correction): it becomes the row's.
+# Rows from before content hashes take the first redelivery's hash.
+_SAME_CONTENT = """(%(replay)s OR inbox.content_hash = ''
+    OR EXCLUDED.content_hash IN (inbox.content_hash, inbox.conflict_hash))"""
+_CLAIM_SQL = f"""
+INSERT INTO messaging_events_inboundevent AS inbox
     (tenant_ref, idempotency_key, event_type, priority, messaging_contact_id, bullmq_job_id, job_name,
      raw_data, occurred_at, job_timestamp, job_attempts, received_at, updated_at, status, error,
-     attempts, deliveries)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now(), 'received', '', 0, 1)
-ON CONFLICT (tenant_ref, idempotency_key) DO UPDATE SET
-    deliveries = messaging_events_inboundevent.deliveries + %s,
-    job_attempts = GREATEST(messaging_events_inboundevent.job_attempts, EXCLUDED.job_attempts),
+     attempts, deliveries, content_hash, conflict, conflict_hash)
+VALUES (%(tenant_ref)s, %(key)s, %(event_type)s, %(priority)s, %(contact_id)s, %(job_id)s, %(job_name)s,
+        %(raw)s, %(occurred_at)s, %(job_timestamp)s, %(job_attempts)s, now(), now(), 'received', '',
+        0, 1, %(hash)s, '', '')
+ON CONFLICT (tenant_ref, event_type, idempotency_key) DO UPDATE SET
+    deliveries = inbox.deliveries + %(delivery)s,
+    job_attempts = GREATEST(inbox.job_attempts, EXCLUDED.job_attempts),
+    content_hash = CASE WHEN %(replay)s OR inbox.content_hash = '' THEN EXCLUDED.content_hash
+                        ELSE inbox.content_hash END,
+    conflict = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict ELSE 'open' END,
+    conflict_data = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_data ELSE EXCLUDED.raw_data END,
+    conflict_job_timestamp = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_job_timestamp
+                                  ELSE EXCLUDED.job_timestamp END,
+    conflict_hash = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_hash ELSE EXCLUDED.content_hash END,
     updated_at = now()
-RETURNING id, status, (xmax = 0) AS inserted
+RETURNING id, status, (xmax = 0) AS inserted, content_hash <> %(hash)s AS other_content
 """
 
 
-def _claim(parsed: Event | Rejection, *, count_delivery: bool) -> tuple[int, str, bool]:
-    """Insert the inbox row, or find and lock the existing one. Returns (id, status, inserted)."""
+@dataclass(frozen=True)
+class Claim:
+    row_id: int
+    status: str
+    inserted: bool
+    other_content: bool  # same identity, different content: a conflict, never applied
+
+
+def _claim(parsed: Event | Rejection, *, count_delivery: bool, replay: bool = False) -> Claim:
+    """Insert the inbox row, or find and lock the existing one."""
     meta: JobMeta = parsed.job
-    event_type = parsed.type.value if isinstance(parsed, Event) else parsed.event_type
-    occurred_at = parsed.occurred_at if isinstance(parsed, Event) else None
-    params = [
-        _strip_nul(parsed.tenant_ref),
-        _strip_nul(parsed.idempotency_key),
-        _strip_nul(event_type)[:64],
-        parsed.priority.value,
-        _strip_nul(parsed.contact_id),
-        _strip_nul(meta.job_id)[:64],
-        _strip_nul(meta.name)[:128],
-        Jsonb(_strip_nul(parsed.raw)),
-        occurred_at,
-        meta.timestamp,
-        meta.attempts_made,
-        1 if count_delivery else 0,
-    ]
+    raw = _strip_nul(parsed.raw)
+    params = {
+        "tenant_ref": _strip_nul(parsed.tenant_ref),
+        "key": _strip_nul(parsed.idempotency_key),
+        "event_type": _strip_nul(_type_of(parsed))[:64],
+        "priority": parsed.priority.value,
+        "contact_id": _strip_nul(parsed.contact_id),
+        "job_id": _strip_nul(meta.job_id)[:64],
+        "job_name": _strip_nul(meta.name)[:128],
+        "raw": Jsonb(raw),
+        "occurred_at": parsed.occurred_at if isinstance(parsed, Event) else None,
+        "job_timestamp": meta.timestamp,
+        "job_attempts": meta.attempts_made,
+        "hash": content_hash(raw),
+        "delivery": 1 if count_delivery else 0,
+        "replay": replay,
+    }
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, params)
-        row_id, status, inserted = cursor.fetchone()
-    return row_id, status, inserted
+        row_id, status, inserted, other_content = cursor.fetchone()
+    return Claim(row_id, status, inserted, other_content)
 
 
 def _finish(row_id: int, *, status: str, tenant_id: int | None, error: str, attempted: bool = True) -> None:
@@ -117,6 +158,12 @@ def _apply(event: Event, row_id: int) -> Outcome:
         return Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), exc.message)
     except TRANSIENT_ERRORS:
         raise
+    except DataError as exc:  # a value the database refuses: the event's content, so a rejection
+        if connection.needs_rollback or not connection.is_usable():
+            raise
+        return Outcome(
+            InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), f"the database refused a value: {exc}"
+        )
     except DatabaseError as exc:
         if connection.needs_rollback or not connection.is_usable():
             raise
@@ -139,10 +186,16 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
     """
     parsed = parse_job(job)
     with transaction.atomic():
-        row_id, status, inserted = _claim(parsed, count_delivery=not replay)
-        rerunnable = inserted or status not in FINAL_STATUSES
+        claim = _claim(parsed, count_delivery=not replay, replay=replay)
+        row_id, status = claim.row_id, claim.status
+        rerunnable = claim.inserted or status not in FINAL_STATUSES
         if replay and status == InboundEventStatus.REJECTED:
             rerunnable = True
+        if claim.other_content:
+            logger.warning(
+                "event_conflict key=%s type=%s job=%s", parsed.idempotency_key, _type_of(parsed), parsed.job.job_id
+            )
+            return status, None
         if not rerunnable:
             return status, None
         if isinstance(parsed, Rejection):
@@ -154,9 +207,13 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
     return outcome.status, outcome
 
 
+def _type_of(parsed: Event | Rejection) -> str:
+    return parsed.type.value if isinstance(parsed, Event) else parsed.event_type
+
+
 def _log_outcome(parsed: Event | Rejection, outcome: Outcome) -> None:
     # Ids only: emails and phone numbers are personal data and never reach the logs.
-    event_type = parsed.type.value if isinstance(parsed, Event) else parsed.event_type
+    event_type = _type_of(parsed)
     level = (
         logging.INFO if outcome.status in (InboundEventStatus.APPLIED, InboundEventStatus.IGNORED) else logging.WARNING
     )
@@ -173,27 +230,55 @@ def _log_outcome(parsed: Event | Rejection, outcome: Outcome) -> None:
 
 
 def process_batch(jobs: list[BridgedJob], *, replay: bool = False) -> BatchResult:
-    """Each job in its own transaction: one bad event never fails its batch-mates."""
+    """Each job in its own transaction: one bad event never fails its batch-mates.
+
+    No job leaves here unrecorded: transient errors and the soft time limit hand the job (and, for
+    the time limit, every job not reached) back to the task to retry; any other exception, which
+    only the job's content can cause, is recorded as a rejection of that job.
+    """
     result = BatchResult()
-    for job in jobs:
+    for position, job in enumerate(jobs):
         try:
             status, outcome = process_job(job, replay=replay)
         except TRANSIENT_ERRORS as exc:
             logger.warning("event_transient_error job=%s error=%s", job.get("id"), type(exc).__name__)
             result.transient.append((job, f"{type(exc).__name__}: {exc}"))
             continue
+        except SoftTimeLimitExceeded:
+            logger.warning("batch_soft_time_limit unfinished=%d", len(jobs) - position)
+            result.transient.extend((unfinished, TIME_LIMIT_ERROR) for unfinished in jobs[position:])
+            break
+        except Exception as exc:  # the job's content broke something beyond the contract: record it
+            logger.exception("event_unprocessable job=%s", job.get("id"))
+            try:
+                status, outcome = process_job(_as_unreadable(job, exc))
+            except TRANSIENT_ERRORS as again:
+                result.transient.append((job, f"{type(again).__name__}: {again}"))
+                continue
         result.count(status)
         if outcome is not None:
             result.linked_contact_ids.update(outcome.linked_contact_ids)
     return result
 
 
+def _as_unreadable(job: BridgedJob, error: Exception) -> BridgedJob:
+    return unreadable_job(
+        str(job.get("id") or ""),
+        str(job.get("name") or ""),
+        job.get("timestamp"),
+        job.get("attemptsMade"),
+        job.get("data"),
+        error,
+    )
+
+
 def record_failure(job: BridgedJob, error: str) -> None:
     """After its retries, an event that kept hitting transient errors ends as `failed`, replayable."""
     parsed = parse_job(job)
     with transaction.atomic():
-        row_id, status, _ = _claim(parsed, count_delivery=False)
-        if status in FINAL_STATUSES:
+        claim = _claim(parsed, count_delivery=False)
+        row_id, status = claim.row_id, claim.status
+        if status in FINAL_STATUSES or claim.other_content:
             return
         _finish(
             row_id,
@@ -214,6 +299,7 @@ def job_from_row(row: InboundEvent) -> BridgedJob:
         "timestamp": int(timestamp.timestamp() * 1000),
         "attemptsMade": row.job_attempts,
         "data": row.raw_data,
+        # The row's identity, whatever the rules that computed it when the event first arrived.
         "key": row.idempotency_key,
     }
     if isinstance(row.raw_data, dict) and any(marker in row.raw_data for marker in UNREADABLE_MARKERS):

@@ -18,7 +18,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-from messaging_events.models import InboundEvent, InboundEventStatus
+from messaging_events.models import ConflictState, InboundEvent, InboundEventStatus
 
 BULLMQ_STATES = ("waiting", "active", "delayed", "failed", "completed")
 BULLMQ_TIMEOUT_S = 10.0
@@ -43,6 +43,7 @@ class BridgeStatus:
     inbox_last_hour: dict[str, int]
     inbox_total: dict[str, int]
     oldest_parked: ParkedEvent | None
+    open_conflicts: int = 0  # same identity, different content; any is a problem
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -157,6 +158,11 @@ def threshold_problems(status: BridgeStatus) -> list[str]:
             f"parked event {status.oldest_parked.id} is {status.oldest_parked.age_s:.0f}s old "
             f"(STATUS_MAX_PARKED_AGE_S={settings.STATUS_MAX_PARKED_AGE_S})"
         )
+    if status.open_conflicts:
+        problems.append(
+            f"{status.open_conflicts} inbox event(s) with an open conflict: the same identity arrived with "
+            "other content (admin inbox, filter conflict=open)"
+        )
     return problems
 
 
@@ -182,6 +188,7 @@ def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
         inbox_last_hour=_status_counts(now - timedelta(hours=1)),
         inbox_total=_status_counts(),
         oldest_parked=_oldest_parked(now),
+        open_conflicts=InboundEvent.objects.filter(conflict=ConflictState.OPEN).count(),
     )
     status.problems = unreachable + threshold_problems(status)
     return status

@@ -4,6 +4,9 @@ Every one ends as a `rejected` inbox row with a readable reason; the worker neve
 event ends `failed`; the valid events published between them are still applied.
 """
 
+import sys
+from collections import Counter
+
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -141,13 +144,22 @@ def _unique(job: dict, n: int) -> dict:
     return {"name": job["name"], "data": data}
 
 
+# A rejection without an eventId is identified with its job timestamp: the test sets it, to know it.
+MALFORMED_TIMESTAMP_MS = 1_765_699_200_000
+
+
+def _with_timestamp(job: dict, n: int) -> dict:
+    return {**job, "opts": {"timestamp": MALFORMED_TIMESTAMP_MS + n}}
+
+
 def _identity(job: dict) -> str:
     event_type = event_type_from_name(job["name"])
-    return identity_of(event_type.value if event_type else job["name"], job["data"])
+    name = event_type.value if event_type else job["name"]
+    return identity_of(name, job["data"], job["opts"]["timestamp"])
 
 
 def test_malformed_jobs_are_all_rejected_and_valid_ones_still_applied(processes: Processes) -> None:
-    malformed = generate_malformed_jobs(MALFORMED_JOBS)
+    malformed = [_with_timestamp(job, n) for n, job in enumerate(generate_malformed_jobs(MALFORMED_JOBS))]
     valid = known_stream("fv", 40)
     mixed, step = [], len(malformed) // len(valid.jobs)
     for n, job in enumerate(valid.jobs):
@@ -174,3 +186,130 @@ def test_malformed_jobs_are_all_rejected_and_valid_ones_still_applied(processes:
     assert_invariants(valid)
     assert bullmq_counts()["completed"] == len(mixed)
     report("fuzz", malformed_jobs=len(malformed), distinct_identities=len(expected), valid_events=valid.size)
+
+
+# --- Hostile content the Node client really produces --------------------------------------------
+
+HOSTILE_JOBS = 600
+# A lone surrogate survives JSON.stringify as an escape; NUL is legal JSON text.
+hostile_text = st.sampled_from(["\ud800", "a\udfffb", "\x00", "nul\x00inside", "\ud83d", "ok"]) | st.text(max_size=12)
+edge_timestamps = st.sampled_from(
+    [
+        "0001-01-01T00:00:00+14:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-14:00",
+        "9999-12-31T23:59:59.999999Z",
+        "2025-12-14T08:00:00+05:45",
+        "2025-12-14T08:00:00+23:59",
+        "2025-12-14T08:00:00-00:30",
+        "2025-12-14T08:00:00+05:30:15",
+        "2025-12-14T08:00:00.123456789Z",
+        "2025-02-29T00:00:00Z",
+        "2024-02-29T24:00:00Z",
+    ]
+)
+huge_numbers = st.sampled_from([1.7976931348623157e308, -1.7976931348623157e308, 2**64, 1e21, 5e-324, -(2**63)])
+job_timestamps = st.sampled_from([1.5, -1, 0, 8.64e15 + 1, 1e20, 2**53, 253402300800000])
+
+
+def _nested(depth: int) -> object:
+    value: object = "bottom"
+    for level in range(depth):
+        value = [value] if level % 2 else {"d": value}
+    return value
+
+
+def _wrong(value_strategy: st.SearchStrategy) -> st.SearchStrategy:
+    return value_strategy | not_a_string | huge_numbers
+
+
+CONTACT_FIELDS = ("eventId", "tenantId", "contactId", "email", "phoneNumber", "firstName", "lastName", "smsOptIn")
+MESSAGE_FIELDS = ("eventId", "messageId", "channel", "campaignId", "sentAt")
+
+
+@st.composite
+def hostile_job(draw: st.DrawFn) -> dict:
+    """One job as the Node client can publish it, with content chosen to break parsers and encoders."""
+    i = draw(st.integers(min_value=0, max_value=10**9))
+    kind = draw(st.integers(min_value=0, max_value=6))
+    payload = _contact_payload(i, email=f"p{i}@example.com", smsOptIn=True)
+    name = draw(st.sampled_from(CONTACT_NAMES))
+    job: dict = {"name": name, "data": {"payload": payload}}
+    if kind == 0:  # lone surrogates and NULs in any field, names included
+        field = draw(st.sampled_from(("firstName", "lastName", "contactId", "tenantId", "email", "extra")))
+        payload[field] = draw(hostile_text)
+        if draw(st.booleans()):
+            job["name"] = name + draw(st.sampled_from(["\x00", "\x00x"]))
+    elif kind == 1:  # calendar edges and odd offsets where a message event states its time
+        message = {"eventId": f"fz-{i}", "messageId": f"m{i}", "channel": "EMAIL", "sentAt": draw(edge_timestamps)}
+        job = {
+            "name": "message.sent",
+            "data": {"type": "message.sent", "identity": {"messagingContactId": f"fz-c{i}"}, "payload": message},
+        }
+    elif kind == 2:  # the job's own timestamp at the edges (contact events take their time from it)
+        job["opts"] = {"timestamp": draw(job_timestamps)}
+    elif kind == 3:  # very large numbers, in known and unknown fields
+        payload[draw(st.sampled_from(("smsOptIn", "contactId", "extra", "firstName")))] = draw(huge_numbers)
+    elif kind == 4:  # deep nesting, within and beyond what the parsers take
+        payload["extra"] = _nested(draw(st.sampled_from([10, 70, 500, 2500])))
+    elif kind == 5:  # wrong types in every field of a contact event
+        for field in CONTACT_FIELDS:
+            payload[field] = draw(_wrong(st.sampled_from([payload.get(field)])))
+    else:  # wrong types in every field of a message event
+        message = {field: draw(_wrong(hostile_text)) for field in MESSAGE_FIELDS}
+        job = {
+            "name": "message.sent",
+            "data": {
+                "type": "message.sent",
+                "identity": {"messagingContactId": draw(_wrong(hostile_text))},
+                "payload": message,
+            },
+        }
+    return job
+
+
+def generate_hostile_jobs(count: int) -> list[dict]:
+    jobs: list[dict] = []
+
+    @settings(
+        max_examples=count // 20,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(hostile_job(), min_size=20, max_size=20))
+    def collect(batch: list[dict]) -> None:
+        jobs.extend(batch)
+
+    while len(jobs) < count:
+        collect()
+    return [
+        {**_unique(job, n), **({"opts": job["opts"]} if "opts" in job else {})} for n, job in enumerate(jobs[:count])
+    ]
+
+
+def test_hostile_content_never_fails_a_job_and_every_job_gets_one_inbox_row(processes: Processes) -> None:
+    hostile = generate_hostile_jobs(HOSTILE_JOBS)
+    valid = known_stream("hv", 10)
+    worker = processes.start_worker()
+    processes.start_bridge()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # only so that this process can write the deepest jobs as JSON
+    try:
+        publish_jobs(hostile + valid.jobs)
+    finally:
+        sys.setrecursionlimit(limit)
+    settle(timeout=300)
+
+    counts = bullmq_counts()
+    assert counts["failed"] == 0 and counts["completed"] == len(hostile) + valid.size, counts
+    rows = InboundEvent.objects.exclude(idempotency_key__startswith="hv-")
+    assert sum(rows.values_list("deliveries", flat=True)) == len(hostile), "every job reached the inbox"
+    assert rows.count() == len(hostile), "one inbox row per job"
+    assert not InboundEvent.objects.filter(status__in=["failed", "received"]).exists()
+    assert all(error.strip() for error in rows.filter(status="rejected").values_list("error", flat=True))
+    assert worker.alive and "Traceback" not in worker.output()
+    assert_invariants(valid)
+    statuses = dict(Counter(rows.values_list("status", flat=True)))
+    report("hostile", jobs=len(hostile), statuses=statuses)

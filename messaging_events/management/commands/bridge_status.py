@@ -27,6 +27,7 @@ def _table(status: BridgeStatus) -> str:
             f"Oldest parked event: id={parked.id} type={parked.event_type} tenant={parked.tenant_ref or '-'} "
             f"contact={parked.contact_id or '-'} received={parked.received_at} age={parked.age_s:.0f}s"
         )
+    lines.append(f"Open conflicts (same identity, other content): {status.open_conflicts}")
     if status.problems:
         lines.append("UNHEALTHY:")
         lines += [f"  - {problem}" for problem in status.problems]
