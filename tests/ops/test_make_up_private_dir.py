@@ -5,6 +5,7 @@ stack must still come up (the data directory then lives under PostgreSQL's home)
 leave the user's directories as they were, and stop everything on Ctrl-C.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -81,7 +82,8 @@ def test_make_up_serves_the_admin_from_a_mode_700_directory(tmp_path: Path) -> N
             assert not str(data_dir).startswith(str(private)), data_dir
             assert (data_dir / "PG_VERSION").is_file()
         finally:
-            os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole group
             try:
                 make.wait(60)
             except subprocess.TimeoutExpired:
