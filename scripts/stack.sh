@@ -68,6 +68,14 @@ ensure_system_packages() {
   # Debian starts a system redis on 6379 when it installs one; we never use it.
 }
 
+# The browser tests drive Debian's chromium through Playwright, which never downloads a browser of its own.
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian package: chromium"
+    apt_install chromium
+  fi
+}
+
 # initdb refuses to run as root, so root runs PostgreSQL as the `postgres` user.
 pg_user() {
   if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
