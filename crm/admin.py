@@ -606,7 +606,7 @@ class SegmentAdmin(ScopedModelAdmin):
     list_display = (
         "name",
         "tenant",
-        "members",
+        "member_count_link",
         "required_consent_channel",
         "min_engagement_score",
         "require_verified_email",
@@ -615,7 +615,9 @@ class SegmentAdmin(ScopedModelAdmin):
     list_select_related = ("tenant",)
     search_fields = ("name",)
     ordering = ("tenant", "name")
-    readonly_fields = ("members",)
+    # Not "members": that name is the model's many-to-many field, which the admin would render instead,
+    # every member's name in one unbounded field.
+    readonly_fields = ("member_count_link",)
     actions = ("rebuild_membership",)
 
     def save_model(self, request: HttpRequest, obj: Segment, form: forms.ModelForm, change: bool) -> None:
@@ -645,7 +647,7 @@ class SegmentAdmin(ScopedModelAdmin):
         return super().get_queryset(request).annotate(member_count=Count("memberships"))
 
     @admin.display(description="members", ordering="member_count")
-    def members(self, obj: Segment) -> str:
+    def member_count_link(self, obj: Segment) -> str:
         if obj.pk is None:
             return "-"
         return changelist_link(SegmentMembership, f"{obj.member_count} member(s)", segment=obj.pk)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -128,12 +129,14 @@ def _csv_bool(column: str, raw: str) -> bool | None:
     raise _RowInvalid(f"{column}: not a boolean (use true/false, 1/0, yes/no or leave empty)")
 
 
+# Reading with `surrogateescape` turns each byte that is not UTF-8 into one of these code points.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def _undecodable(value: str) -> str | None:
-    """The first byte that was not UTF-8 (read with `surrogateescape`), or None."""
-    for char in value:
-        if "\udc80" <= char <= "\udcff":
-            return f"0x{ord(char) - 0xDC00:02x}"
-    return None
+    """The first byte that was not UTF-8, or None."""
+    found = _ESCAPED_BYTE.search(value)
+    return None if found is None else f"0x{ord(found.group()) - 0xDC00:02x}"
 
 
 def _not_utf8(byte: str) -> str:
