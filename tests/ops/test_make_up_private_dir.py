@@ -47,17 +47,36 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_make_up_serves_the_admin_from_a_mode_700_directory(tmp_path: Path) -> None:
+def private_clone(tmp_path: Path) -> tuple[Path, Path]:
+    """A mode-700 directory (like root's home) holding a checkout."""
     private = tmp_path / "home"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
     clone = private / "crm-clone"
     clone.mkdir()
     checkout_copy(clone)
-    ports = {"PG_PORT": free_port(), "REDIS_PORT": free_port(), "PORT": free_port(), "FLOWER_PORT": free_port()}
+    return private, clone
+
+
+def child_env(ports: dict[str, int]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
     env.update({k: str(v) for k, v in ports.items()})
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not p.startswith(str(ROOT)))
+    return env
+
+
+def assert_left_as_it_was(private: Path, clone: Path) -> None:
+    """The user's directories keep their owner and mode; nothing in the checkout went to `postgres`."""
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert private.stat().st_uid == 0
+    assert not (clone / ".dev" / "pg").exists() and not (clone / ".dev" / "test" / "pg").exists()
+    assert all(path.stat().st_uid == 0 for path in (clone / ".dev").rglob("*") if not path.is_symlink())
+
+
+def test_make_up_serves_the_admin_from_a_mode_700_directory(tmp_path: Path) -> None:
+    private, clone = private_clone(tmp_path)
+    ports = {"PG_PORT": free_port(), "REDIS_PORT": free_port(), "PORT": free_port(), "FLOWER_PORT": free_port()}
+    env = child_env(ports)
     log_path = tmp_path / "make-up.log"
     data_dir = None
     with log_path.open("wb") as log:
@@ -91,11 +110,29 @@ def test_make_up_serves_the_admin_from_a_mode_700_directory(tmp_path: Path) -> N
                 make.wait(10)
             if data_dir is not None:
                 shutil.rmtree(data_dir.parent, ignore_errors=True)
-    # The user's directories keep their owner and mode; nothing in the checkout went to `postgres`.
-    assert stat.S_IMODE(private.stat().st_mode) == 0o700
-    assert private.stat().st_uid == 0
-    assert not (clone / ".dev" / "pg").exists()
-    assert all(path.stat().st_uid == 0 for path in (clone / ".dev").rglob("*") if not path.is_symlink())
+    assert_left_as_it_was(private, clone)
     # Ctrl-C stopped the servers it started.
     assert "servers stopped" in log_path.read_text()
     assert not any(port_open(ports[name]) for name in ("PORT", "PG_PORT", "REDIS_PORT", "FLOWER_PORT"))
+
+
+def test_make_test_runs_from_a_mode_700_directory(tmp_path: Path) -> None:
+    # `make test` runs the whole suite; scripts/test.sh with one module is the same path, minus the wait.
+    private, clone = private_clone(tmp_path)
+    env = child_env({"TEST_PG_PORT": free_port(), "TEST_REDIS_PORT": free_port()})
+    result = subprocess.run(
+        ["bash", "scripts/test.sh", "tests/foundation/test_services_are_real.py", "-q"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    data_dir = Path((clone / ".dev" / "test" / "pg-data-dir").read_text().strip())
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
+    assert result.returncode == 0, output[-4000:]
+    assert " passed" in result.stdout
+    assert f"PostgreSQL data is in {data_dir}" in output
+    assert not str(data_dir).startswith(str(private))
+    assert_left_as_it_was(private, clone)
