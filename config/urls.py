@@ -2,12 +2,16 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
+from messaging_events.pipeline_page import pipeline_view
+
 
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
 
 
 urlpatterns = [
+    # Before admin.site.urls, which would answer 404 for an unknown admin path.
+    path("admin/pipeline/", admin.site.admin_view(pipeline_view), name="admin-pipeline"),
     path("admin/", admin.site.urls),
     path("healthz", healthz),
 ]

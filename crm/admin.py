@@ -26,6 +26,7 @@ from crm.admin_scoping import (
     TenantScopedAdminMixin,
     sees_all_tenants,
 )
+from crm.display import key_value_line, key_value_list, when
 from crm.errors import ApplicationError
 from crm.models import (
     Activity,
@@ -46,7 +47,6 @@ from crm.normalise import email_normalise, phone_normalise
 from crm.services.profiles import consent_report_disagreements
 
 INLINE_ROW_LIMIT = 50
-JSON_PREVIEW_CHARS = 200
 
 # Search on the person wherever a row points at a profile. contactIds are exact (unique index).
 PROFILE_SEARCH = (
@@ -66,13 +66,6 @@ def json_text(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def json_preview(value: Any) -> str:
-    text = json_text(value)
-    if len(text) > JSON_PREVIEW_CHARS:
-        text = text[:JSON_PREVIEW_CHARS] + "…"
-    return format_html("<code>{}</code>", text)
-
-
 def json_block(value: Any) -> str:
     return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', json_text(value, indent=2))
 
@@ -87,6 +80,17 @@ def admin_link(obj: Any, text: str | None = None) -> str:
 def changelist_link(model: type, text: str, **params: Any) -> str:
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     return format_html('<a href="{}?{}">{}</a>', url, urlencode(params), text)
+
+
+def when_column(field: str, description: str | None = None) -> Any:
+    """A list column showing a datetime field as "3 hours ago" (exact time on hover), sortable by the field."""
+
+    @admin.display(description=description or field.replace("_", " "), ordering=field)
+    def column(obj: Any) -> str:
+        return when(getattr(obj, field))
+
+    column.__name__ = f"{field}_humanised"
+    return column
 
 
 def yes_no_unknown(value: bool | None) -> str:
@@ -231,7 +235,7 @@ class ActivityInline(ReadOnlyInline):
 
     @admin.display(description="data")
     def data_preview(self, obj: Activity) -> str:
-        return json_preview(obj.data)
+        return key_value_line(obj.data)
 
 
 class CampaignInteractionInline(ReadOnlyInline):
@@ -282,11 +286,9 @@ class ProfileAdmin(ScopedModelAdmin):
         "email",
         "phone",
         "tenant",
-        "engagement_score",
-        "email_opt_in",
-        "sms_opt_in",
-        "email_verified",
-        "last_activity_at",
+        "score",
+        "consent_summary",
+        when_column("last_activity_at", "last activity"),
     )
     list_display_links = ("__str__", "email")
     list_filter = (
@@ -382,7 +384,7 @@ class ProfileAdmin(ScopedModelAdmin):
                 (
                     channel,
                     yes_no_unknown(obj.opt_in(channel)),
-                    state.changed_at.isoformat() if state and state.changed_at else "-",
+                    when(state.changed_at) if state else "-",
                     state.get_source_display() if state and state.source else "-",
                 )
             )
@@ -403,20 +405,21 @@ class ProfileAdmin(ScopedModelAdmin):
         )
         return format_html("{}<ul>{}</ul>", table, notes)
 
+    @admin.display(description="score", ordering="engagement_score")
+    def score(self, obj: Profile) -> str:
+        return "-" if obj.engagement_score is None else f"{obj.engagement_score:.1f}"
+
+    @admin.display(description="consent")
+    def consent_summary(self, obj: Profile) -> str:
+        marks = {True: "✓", False: "✗", None: "?"}
+        return " ".join(f"{channel} {marks[obj.opt_in(channel)]}" for channel in (Channel.EMAIL, Channel.SMS))
+
     @admin.display(description="score breakdown")
     def engagement_breakdown_table(self, obj: Profile) -> str:
         breakdown = obj.engagement_breakdown or {}
         if not breakdown:
             return "Not computed yet."
-        if not isinstance(breakdown, dict):
-            return json_block(breakdown)
-        rows = (
-            (key, value if isinstance(value, str | int | float) else json_text(value))
-            for key, value in breakdown.items()
-        )
-        return format_html(
-            "<table><tbody>{}</tbody></table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
-        )
+        return key_value_list(breakdown)
 
     @admin.display(description="all records")
     def related_lists(self, obj: Profile) -> str:
@@ -434,7 +437,7 @@ class ProfileAdmin(ScopedModelAdmin):
 
     @admin.display(description="field provenance")
     def field_sources_table(self, obj: Profile) -> str:
-        return json_block(obj.field_sources or {})
+        return key_value_list(obj.field_sources or {})
 
     # -- actions --
 
@@ -512,7 +515,7 @@ class ContactLinkAdmin(EventDerivedAdmin):
 
 @admin.register(Activity)
 class ActivityAdmin(EventDerivedAdmin):
-    list_display = ("occurred_at", "type", "profile", "tenant", "data_preview")
+    list_display = (when_column("occurred_at", "occurred"), "type", "profile", "tenant", "data_preview")
     list_filter = ("type", TENANT_FILTER)
     list_select_related = ("profile", "tenant")
     search_fields = PROFILE_SEARCH
@@ -522,11 +525,11 @@ class ActivityAdmin(EventDerivedAdmin):
 
     @admin.display(description="data")
     def data_preview(self, obj: Activity) -> str:
-        return json_preview(obj.data)
+        return key_value_line(obj.data)
 
     @admin.display(description="data (formatted)")
     def data_pretty(self, obj: Activity) -> str:
-        return json_block(obj.data)
+        return key_value_list(obj.data)
 
 
 @admin.register(MarketingConsent)
@@ -544,7 +547,16 @@ class MarketingConsentAdmin(ImmutableAdminMixin, ScopedModelAdmin):
 class ConsentChangeAdmin(ImmutableAdminMixin, ScopedModelAdmin):
     """The append-only legal ledger: nobody changes or deletes an entry."""
 
-    list_display = ("occurred_at", "profile", "channel", "opted_in", "source", "superseded", "actor", "tenant")
+    list_display = (
+        when_column("occurred_at", "occurred"),
+        "profile",
+        "channel",
+        "opted_in",
+        "source",
+        "superseded",
+        "actor",
+        "tenant",
+    )
     list_filter = ("channel", "opted_in", "source", "superseded", TENANT_FILTER)
     list_select_related = ("profile", "tenant", "actor")
     search_fields = PROFILE_SEARCH
@@ -602,12 +614,21 @@ class SegmentAdminForm(forms.ModelForm):
 @admin.register(Segment)
 class SegmentAdmin(ScopedModelAdmin):
     form = SegmentAdminForm
-    list_display = ("name", "tenant", "required_consent_channel", "min_engagement_score", "require_verified_email")
+    list_display = (
+        "name",
+        "tenant",
+        "member_count_link",
+        "required_consent_channel",
+        "min_engagement_score",
+        "require_verified_email",
+    )
     list_filter = (TENANT_FILTER, "required_consent_channel", "require_verified_email")
     list_select_related = ("tenant",)
     search_fields = ("name",)
     ordering = ("tenant", "name")
-    readonly_fields = ("members",)
+    # Not "members": that name is the model's many-to-many field, which the admin would render instead,
+    # every member's name in one unbounded field.
+    readonly_fields = ("member_count_link",)
     actions = ("rebuild_membership",)
 
     def save_model(self, request: HttpRequest, obj: Segment, form: forms.ModelForm, change: bool) -> None:
@@ -636,8 +657,8 @@ class SegmentAdmin(ScopedModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(member_count=Count("memberships"))
 
-    @admin.display(description="members")
-    def members(self, obj: Segment) -> str:
+    @admin.display(description="members", ordering="member_count")
+    def member_count_link(self, obj: Segment) -> str:
         if obj.pk is None:
             return "-"
         return changelist_link(SegmentMembership, f"{obj.member_count} member(s)", segment=obj.pk)

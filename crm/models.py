@@ -263,6 +263,9 @@ class PendingScoreRefresh(models.Model):
     profile = models.OneToOneField(Profile, on_delete=models.CASCADE, primary_key=True, related_name="+")
     requested_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        verbose_name_plural = "pending score refreshes"
+
     def __str__(self) -> str:
         return f"score refresh for profile {self.profile_id}"
 

@@ -113,9 +113,38 @@ def _malformed(stream: _Stream, tenant: str) -> list[dict]:
     ]  # fmt: skip
 
 
+# Two segments per demo tenant, so that a newcomer sees memberships follow the events.
+# Fields as on `crm.models.Segment`: the engaged one needs a score, which opens and clicks earn.
+DEMO_SEGMENTS: tuple[dict[str, Any], ...] = (
+    {"name": "Email opted in", "required_consent_channel": "email"},
+    {"name": "Engaged last 30 days", "min_engagement_score": 1.0},
+)
+
+
+def demo_tenant_ids(tenants: int) -> list[str]:
+    return [f"demo-tenant-{chr(ord('a') + i)}" for i in range(tenants)]
+
+
+def demo_segments_ensure(*, tenants: int = 3) -> int:
+    """Create the demo segments of each demo tenant (and the tenant, as its first event would). Returns how many
+    were new. Members are computed as the demo events are applied, like any segment's."""
+    from crm.models import Segment
+    from crm.services.tenants import tenant_get_or_create
+
+    created = 0
+    for external_id in demo_tenant_ids(tenants):
+        tenant = tenant_get_or_create(external_id)
+        for rules in DEMO_SEGMENTS:
+            _, new = Segment.objects.get_or_create(
+                tenant=tenant, name=rules["name"], defaults={k: v for k, v in rules.items() if k != "name"}
+            )
+            created += new
+    return created
+
+
 def demo_jobs(*, contacts: int = 60, seed: int = 7, tenants: int = 3) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    tenant_ids = [f"demo-tenant-{chr(ord('a') + i)}" for i in range(tenants)]
+    tenant_ids = demo_tenant_ids(tenants)
     stream = _Stream(rng)
     out: list[dict[str, Any]] = []
     people = _contacts(rng, contacts, tenant_ids)

@@ -15,9 +15,17 @@ REDIS_PORT="${REDIS_PORT:-63799}"
 PG_DB="${PG_DB:-crm}"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
+# One sentence on what cannot work and what to do, then stop.
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "installing packages needs root: run this as root or with sudo, or install them yourself ($*)."
+  fi
 }
 
 apt_install() {
@@ -36,7 +44,7 @@ pg_bin() {
   fi
   local found
   found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-  [ -n "$found" ] && echo "$found"
+  if [ -n "$found" ]; then echo "$found"; fi
 }
 
 pg_tool() {
@@ -60,6 +68,14 @@ ensure_system_packages() {
   # Debian starts a system redis on 6379 when it installs one; we never use it.
 }
 
+# The browser tests drive Debian's chromium through Playwright, which never downloads a browser of its own.
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian package: chromium"
+    apt_install chromium
+  fi
+}
+
 # initdb refuses to run as root, so root runs PostgreSQL as the `postgres` user.
 pg_user() {
   if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
@@ -74,11 +90,48 @@ as_pg() {
   fi
 }
 
+# Where PostgreSQL keeps its data. Root runs the server as `postgres`, which cannot enter a
+# checkout inside a private directory (root's mode-700 home, a private temporary directory).
+# Then the data lives under PostgreSQL's own home, one directory per checkout and stack, and
+# the user's directories keep their permissions: we never chmod or chown them.
+pg_data_dir() {
+  if [ "$(id -u)" -ne 0 ] || as_pg test -x "$STACK_DIR" 2>/dev/null; then
+    echo "$STACK_DIR/pg"
+    return 0
+  fi
+  local home key
+  home="$(getent passwd postgres | cut -d: -f6)"
+  key="$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-12)"
+  # Short: the server's Unix socket lives in the data directory (a socket path has at most 107 bytes).
+  echo "${home:-/var/lib/postgresql}/crm-dev/$(basename "$ROOT" | cut -c1-24)-$key/pg"
+}
+
+prepare_pg_data_dir() {
+  local data="$1"
+  if [ "$(id -u)" -ne 0 ]; then
+    mkdir -p "$data"
+    return 0
+  fi
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  mkdir -p "$data"
+  # Only the data directory (ours, or one we made under PostgreSQL's home) changes hands.
+  chown postgres: "$data"
+  chmod 700 "$data"
+  as_pg test -w "$data" \
+    || die "the postgres user cannot write $data; run from a directory it can reach, or set DATABASE_URL to a PostgreSQL server of your own."
+}
+
 start_postgres() {
-  local bin data="$STACK_DIR/pg"
+  local bin data
   bin="$(pg_bin)"
+  [ -n "$bin" ] || die "PostgreSQL's server binaries (initdb, pg_ctl) are not installed; install the postgresql package, or set DATABASE_URL to a PostgreSQL server of your own."
   mkdir -p "$STACK_DIR"
-  if [ "$(id -u)" -eq 0 ]; then chown "$(pg_user)" "$STACK_DIR"; fi
+  data="$(pg_data_dir)"
+  prepare_pg_data_dir "$data"
+  if [ "$data" != "$STACK_DIR/pg" ]; then
+    log "the postgres user cannot reach $STACK_DIR: PostgreSQL data is in $data"
+  fi
+  echo "$data" >"$STACK_DIR/pg-data-dir"
   if [ ! -s "$data/PG_VERSION" ]; then
     log "initdb $data"
     as_pg "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
@@ -88,7 +141,8 @@ start_postgres() {
   else
     log "starting postgres on 127.0.0.1:$PG_PORT"
     as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start \
-      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c shared_buffers=256MB -c fsync=on" >/dev/null
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c shared_buffers=256MB -c fsync=on" >/dev/null \
+      || die "PostgreSQL did not start on port $PG_PORT; its log is $data/server.log."
   fi
   "$(pg_tool psql)" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1 \
@@ -96,8 +150,9 @@ start_postgres() {
 }
 
 stop_postgres() {
-  local bin data="$STACK_DIR/pg"
+  local bin data
   bin="$(pg_bin)"
+  data="$(cat "$STACK_DIR/pg-data-dir" 2>/dev/null || echo "$STACK_DIR/pg")"
   [ -s "$data/PG_VERSION" ] || return 0
   as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>"$STACK_DIR/pg_stop.err" \
     || log "postgres did not stop cleanly: $(cat "$STACK_DIR/pg_stop.err")"

@@ -10,6 +10,7 @@ source "$(dirname "$0")/stack.sh"
 ensure_system_packages
 ensure_venv requirements-dev.txt
 ensure_node_modules
+ensure_chromium
 start_postgres
 start_redis
 trap 'stop_redis; stop_postgres' EXIT

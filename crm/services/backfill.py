@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -128,20 +129,46 @@ def _csv_bool(column: str, raw: str) -> bool | None:
     raise _RowInvalid(f"{column}: not a boolean (use true/false, 1/0, yes/no or leave empty)")
 
 
+# Reading with `surrogateescape` turns each byte that is not UTF-8 into one of these code points.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(value: str) -> str | None:
+    """The first byte that was not UTF-8, or None."""
+    found = _ESCAPED_BYTE.search(value)
+    return None if found is None else f"0x{ord(found.group()) - 0xDC00:02x}"
+
+
+def _not_utf8(byte: str) -> str:
+    return f"not UTF-8 text (byte {byte}); re-export the file as UTF-8"
+
+
 def read_csv(path: Path, result: BackfillResult, *, tenant: str | None = None) -> Iterator[Row]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    # Bytes that are not UTF-8 become lone surrogates, so the rows they are in are rejected, not the file.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise BackfillFileError(f"the CSV header line is unreadable ({exc})") from None
+        if not header:
+            raise BackfillFileError("the file is empty: a CSV export starts with a header line")
         missing = [c for c in ("contactId",) if c not in header]
         if not tenant and "tenantId" not in header:
             missing.append("tenantId (or pass --tenant)")
         if missing:
             raise BackfillFileError(f"the CSV header lacks the column(s) {', '.join(missing)}")
         result.ignored_columns = [c for c in header if c not in COLUMNS and c not in TIME_COLUMNS]
-        previous_end = reader.line_num
-        for record in reader:
-            line = previous_end + 1
-            previous_end = reader.line_num
+        records = iter(reader)
+        while True:
+            line = reader.line_num + 1
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): this row only
+                yield Row(line, {"_invalid": f"unreadable CSV ({exc})"})
+                continue
             values: dict[str, Any] = {}
             try:
                 if None in record:  # more fields than the header names
@@ -150,6 +177,8 @@ def read_csv(path: Path, result: BackfillResult, *, tenant: str | None = None) -
                     raw = record.get(column)
                     if raw is None or raw.strip() == "":
                         continue
+                    if byte := _undecodable(raw):
+                        raise _RowInvalid(f"{column}: {_not_utf8(byte)}")
                     values[column] = _csv_bool(column, raw) if column in OPT_IN_FIELDS else raw.strip()
             except _RowInvalid as exc:
                 values = {"_invalid": str(exc)}
@@ -158,9 +187,12 @@ def read_csv(path: Path, result: BackfillResult, *, tenant: str | None = None) -
 
 def read_jsonl(path: Path, result: BackfillResult) -> Iterator[Row]:
     ignored: set[str] = set()
-    with path.open(encoding="utf-8-sig") as handle:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
+                continue
+            if byte := _undecodable(text):
+                yield Row(line, {"_invalid": _not_utf8(byte)})
                 continue
             try:
                 values = json.loads(text)

@@ -9,12 +9,13 @@ steps, kombu's Redis transport keeps `normal`, `normal\\x06\\x163`, `normal\\x06
 import asyncio
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from bullmq import Queue
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Min, QuerySet
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
@@ -118,8 +119,8 @@ def _status_counts(since: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def _oldest_parked(now: datetime) -> ParkedEvent | None:
-    parked = InboundEvent.objects.filter(status=InboundEventStatus.PARKED)
+def _oldest_parked(now: datetime, events: QuerySet | None = None) -> ParkedEvent | None:
+    parked = (InboundEvent.objects.all() if events is None else events).filter(status=InboundEventStatus.PARKED)
     oldest_at = parked.aggregate(at=Min("received_at"))["at"]
     if oldest_at is None:
         return None
@@ -192,3 +193,47 @@ def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
     )
     status.problems = unreachable + threshold_problems(status)
     return status
+
+
+# --- Selectors for the admin pipeline page: the same figures, over a queryset the caller scopes ---
+
+
+@dataclass
+class HourOutcomes:
+    hour: datetime
+    counts: dict[str, int]
+
+
+def inbox_hourly_outcomes(events: QuerySet, *, now: datetime, hours: int = 24) -> list[HourOutcomes]:
+    """Inbox rows received per hour and status, oldest hour first, every hour present (zeros included)."""
+    last = now.replace(minute=0, second=0, microsecond=0)
+    first = last - timedelta(hours=hours - 1)
+    slots = {first + timedelta(hours=n): dict.fromkeys(InboundEventStatus.values, 0) for n in range(hours)}
+    rows = (
+        events.filter(received_at__gte=first)
+        .order_by()
+        .annotate(hour=TruncHour("received_at", tzinfo=UTC))
+        .values("hour", "status")
+        .annotate(n=Count("id"))
+    )
+    for row in rows:
+        if row["hour"] in slots:
+            slots[row["hour"]][row["status"]] = row["n"]
+    return [HourOutcomes(hour, counts) for hour, counts in slots.items()]
+
+
+def inbox_top_rejections(events: QuerySet, *, limit: int = 10) -> list[tuple[str, int]]:
+    """The most frequent rejection reasons (the inbox `error` text) with their counts."""
+    rows = (
+        events.filter(status=InboundEventStatus.REJECTED)
+        .order_by()
+        .values("error")
+        .annotate(n=Count("id"))
+        .order_by("-n", "error")[:limit]
+    )
+    return [(row["error"], row["n"]) for row in rows]
+
+
+def inbox_parked_summary(events: QuerySet, *, now: datetime) -> tuple[int, ParkedEvent | None]:
+    """How many events are parked, and the oldest of them."""
+    return events.filter(status=InboundEventStatus.PARKED).count(), _oldest_parked(now, events)

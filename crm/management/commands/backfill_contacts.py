@@ -8,7 +8,9 @@ from crm.services.backfill import BackfillFileError, BackfillResult, contacts_ba
 from messaging_events.contract.fields import check_timestamp_range
 
 
-def _as_of(value: str) -> datetime:
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -33,7 +35,6 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=("csv", "jsonl"), help="Default: from the extension.")
         parser.add_argument(
             "--as-of",
-            type=_as_of,
             help="When rows without updatedAt/createdAt happened (ISO 8601; default: the file's mtime). "
             "Use the export's time: a statement older than a live decision never overrides it.",
         )
@@ -42,18 +43,25 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         path: Path = options["path"]
-        if not path.is_file():
+        as_of = _as_of(options["as_of"])  # parsed here, not by argparse: a CommandError, not a traceback
+        if path.is_dir():
+            raise CommandError(f"{path}: is a directory; give the export file")
+        if not path.exists():
             raise CommandError(f"{path}: no such file")
         try:
             fmt = detect_format(path, options["format"])
+            total = None if options["no_progress"] else count_rows(path, fmt)
         except BackfillFileError as exc:
             raise CommandError(str(exc)) from None
-        total = None if options["no_progress"] else count_rows(path, fmt)
-        bar = tqdm(total=total, unit="row", desc="backfill", disable=options["no_progress"], mininterval=0.5)
+        except OSError as exc:
+            raise CommandError(f"{path}: cannot read it ({exc.strerror})") from None
+        bar: tqdm | None = None  # made at the first row: a file refused whole prints no progress bar
         last_rows = 0
 
         def on_row(result: BackfillResult) -> None:
-            nonlocal last_rows
+            nonlocal last_rows, bar
+            if bar is None:
+                bar = tqdm(total=total, unit="row", desc="backfill", disable=options["no_progress"], mininterval=0.5)
             bar.update(result.rows - last_rows)
             last_rows = result.rows
             if result.rows % 500 == 0:
@@ -65,14 +73,17 @@ class Command(BaseCommand):
                 path=path,
                 fmt=fmt,
                 tenant=options["tenant"],
-                as_of=options["as_of"],
+                as_of=as_of,
                 dry_run=options["dry_run"],
                 on_row=on_row,
             )
         except BackfillFileError as exc:
             raise CommandError(str(exc)) from None
+        except OSError as exc:
+            raise CommandError(f"{path}: cannot read it ({exc.strerror})") from None
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         self._summary(path, fmt, result)
 
     def _summary(self, path: Path, fmt: str, result: BackfillResult) -> None:

@@ -1,10 +1,11 @@
 import logging
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from crm.management.arguments import require_positive, require_tenant
 from crm.management.commands.refresh_engagement_scores import profile_pk_chunks
 from crm.models import Profile, Segment, SegmentMembership
 
@@ -27,6 +28,8 @@ class Command(BaseCommand):
         from crm.services.segments import segment_membership_refresh, segment_rebuild
 
         tenant = options["tenant"]
+        require_tenant(tenant)
+        require_positive("--chunk-size", options["chunk_size"])
         started = time.monotonic()
         if options["segment"]:
             segments = Segment.objects.filter(pk=options["segment"])
@@ -34,8 +37,7 @@ class Command(BaseCommand):
                 segments = segments.filter(tenant__external_id=tenant)
             segment = segments.first()
             if segment is None:
-                self.stderr.write(f"no segment {options['segment']}" + (f" in tenant {tenant}" if tenant else ""))
-                raise SystemExit(2)
+                raise CommandError(f"no segment {options['segment']}" + (f" in tenant {tenant}" if tenant else ""))
             members = segment_rebuild(segment=segment)
             logger.info("segment_rebuilt segment=%d members=%d", segment.pk, members)
             self.stdout.write(f"segment {segment.pk} ({segment.name}): {members} member(s)")

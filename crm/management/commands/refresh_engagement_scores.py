@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
 
+from crm.management.arguments import require_positive, require_tenant
 from crm.models import Profile
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         from crm.services.engagement import engagement_score_refresh
 
         tenant = options["tenant"]
+        require_tenant(tenant)
+        require_positive("--chunk-size", options["chunk_size"])
         profiles = Profile.objects.filter(tenant__external_id=tenant) if tenant else Profile.objects.all()
         total = profiles.count()
         now = timezone.now()  # one reference time: every score decays to the same instant

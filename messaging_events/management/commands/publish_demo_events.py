@@ -2,9 +2,11 @@ import asyncio
 import logging
 from collections import Counter
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging_events.demo import demo_jobs, publish_jobs
+from crm.management.arguments import require_redis
+from messaging_events.demo import DEMO_SEGMENTS, demo_jobs, demo_segments_ensure, publish_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +26,16 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if options["contacts"] < 1 or not 1 <= options["tenants"] <= 26:
             raise CommandError("--contacts must be at least 1 and --tenants between 1 and 26")
+        require_redis(settings.BULLMQ_REDIS_URL, "BullMQ (BULLMQ_REDIS_URL)")
+        # Segments first: the workers then add members as they apply the events.
+        new_segments = demo_segments_ensure(tenants=options["tenants"])
         jobs = demo_jobs(contacts=options["contacts"], seed=options["seed"], tenants=options["tenants"])
         published = asyncio.run(publish_jobs(jobs))
+
         by_name = Counter(job["name"] for job in jobs)
         logger.info("demo_published jobs=%d contacts=%d seed=%d", published, options["contacts"], options["seed"])
         self.stdout.write(f"published {published} jobs for {options['contacts']} contacts (seed {options['seed']}):")
         for name, count in sorted(by_name.items()):
             self.stdout.write(f"  {name:<28}{count:>6}")
+        names = " and ".join(repr(rules["name"]) for rules in DEMO_SEGMENTS)
+        self.stdout.write(f"segments {names} in each demo tenant ({new_segments} new)")

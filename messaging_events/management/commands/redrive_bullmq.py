@@ -4,9 +4,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from django.core.management.base import BaseCommand, CommandError
+from django.conf import settings
+from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
+from crm.management.arguments import require_positive, require_redis
 from messaging_events.services.status import bullmq_queue
 
 logger = logging.getLogger(__name__)
@@ -77,11 +79,12 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="List what would move; move nothing.")
 
     def handle(self, *args, **options) -> None:
-        if options["limit"] is not None and options["limit"] < 1:
-            raise CommandError("--limit must be at least 1")
+        require_positive("--limit", options["limit"])
+        require_redis(settings.BULLMQ_REDIS_URL, "BullMQ (BULLMQ_REDIS_URL)")
         result = asyncio.run(
             redrive_failed_jobs(name=options["name"], limit=options["limit"], dry_run=options["dry_run"])
         )
+
         verb = "would move" if options["dry_run"] else "moved"
         self.stdout.write(
             f"failed jobs matched: {result.matched}; {verb} to waiting: "

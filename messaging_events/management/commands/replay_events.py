@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q
 from tqdm import tqdm
 
+from crm.management.arguments import require_positive
 from messaging_events.models import InboundEvent, InboundEventStatus
 from messaging_events.services.replay import replay_events
 
@@ -17,7 +18,10 @@ SELECTABLE = ("failed", "parked", "rejected")
 DEFAULT_STATUSES = ("failed", "parked")
 
 
-def _parse_since(value: str) -> datetime:
+def _parse_since(value: str | None) -> datetime | None:
+    # Parsed in handle(), not by argparse: a CommandError there is one line, in argparse a traceback.
+    if value is None:
+        return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -63,20 +67,19 @@ class Command(BaseCommand):
         )
         parser.add_argument("--type", dest="event_type", help="Event type, e.g. message.bounced.")
         parser.add_argument("--tenant", help="Tenant id as the producer states it (tenantId).")
-        parser.add_argument(
-            "--since", type=_parse_since, help="Received at or after this ISO 8601 time (UTC if naive)."
-        )
+        parser.add_argument("--since", help="Received at or after this ISO 8601 time (UTC if naive).")
         parser.add_argument("--id", dest="ids", type=int, nargs="+", help="Inbox row ids.")
         parser.add_argument("--batch-size", type=int, help="Events per Celery message (default BRIDGE_BATCH_SIZE).")
         parser.add_argument("--dry-run", action="store_true", help="Show what would be replayed; publish nothing.")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options) -> None:
+        require_positive("--batch-size", options["batch_size"])
         rows = select_rows(
             statuses=options["status"],
             event_type=options["event_type"],
             tenant=options["tenant"],
-            since=options["since"],
+            since=_parse_since(options["since"]),
             ids=options["ids"],
         )
         by_status = Counter({r["status"]: r["n"] for r in rows.order_by().values("status").annotate(n=Count("id"))})
