@@ -67,14 +67,15 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 # --- Logging --------------------------------------------------------------
-# LOG_FORMAT=json gives one JSON object per line; the default is key=value text. Both are greppable.
+# LOG_FORMAT=json gives one JSON object per line with each `extra` field at the top level (python-json-logger);
+# the default is readable text with the fields as key=value. Celery's loggers use the same config (setup_logging).
 LOG_FORMAT = env("LOG_FORMAT", default="text")
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "structured": {"()": "messaging_events.logging.StructuredFormatter", "fmt": LOG_FORMAT},
+        "structured": {"()": "messaging_events.logging.formatter", "fmt": LOG_FORMAT},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -107,6 +108,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Never give up on the broker: Celery's default (100 attempts, ~45 minutes) ends the worker during a long
+# Redis outage. Celery logs every attempt ("Cannot connect to redis://:**@…  Trying again in 8.00 seconds... (4/None)").
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 CELERY_QUEUE_NAMES = ("high", "normal", "low")
 CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
@@ -114,8 +118,11 @@ CELERY_TASK_DEFAULT_QUEUE = "normal"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # kombu >= 5.7 polls the queues in the order given to -Q: high, then normal, then low.
     "queue_order_strategy": "priority",
-    # An unacknowledged message returns to its queue after this many seconds.
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    # An unacknowledged message returns to its queue after this many seconds. It must exceed the longest a
+    # message is legitimately held unacknowledged: a batch's run (hard limit CELERY_TASK_TIME_LIMIT, 300 s)
+    # and a retry's countdown (at most EVENT_TASK_RETRY_BACKOFF_MAX_S, 60 s). 600 s is twice the hard limit;
+    # it is also how late a crashed worker's batch runs again. See docs/reliability.md.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-parked-events": {
@@ -146,6 +153,9 @@ BRIDGE_MAX_JOB_BYTES = env.int("BRIDGE_MAX_JOB_BYTES", default=64 * 1024)
 BRIDGE_PUBLISH_RETRY_MAX_S = env.float("BRIDGE_PUBLISH_RETRY_MAX_S", default=10.0)
 BRIDGE_SHUTDOWN_TIMEOUT_S = env.float("BRIDGE_SHUTDOWN_TIMEOUT_S", default=20.0)
 BRIDGE_STATS_INTERVAL_S = env.float("BRIDGE_STATS_INTERVAL_S", default=10.0)
+# How often the bridge pings both Redis URLs while they answer; failures retry with backoff up to
+# BRIDGE_PUBLISH_RETRY_MAX_S and are logged each time.
+BRIDGE_CONNECTION_CHECK_S = env.float("BRIDGE_CONNECTION_CHECK_S", default=5.0)
 
 # --- Event processing -----------------------------------------------------
 EVENT_TASK_MAX_RETRIES = env.int("EVENT_TASK_MAX_RETRIES", default=5)

@@ -101,16 +101,18 @@ class Batcher:
             except Exception as exc:
                 self.publish_failures += 1
                 logger.warning(
-                    "broker_publish_failed queue=%s jobs=%d retry_in=%.1fs error=%s",
-                    self.queue,
-                    len(jobs),
-                    delay,
-                    f"{type(exc).__name__}: {exc}"[:300],
+                    "broker_publish_failed",
+                    extra={
+                        "queue": self.queue,
+                        "jobs": len(jobs),
+                        "retry_in_s": round(delay, 1),
+                        "error": f"{type(exc).__name__}: {exc}"[:300],
+                    },
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
         if self.publish_failures and delay > self.retry_initial_s:
-            logger.info("broker_publish_recovered queue=%s jobs=%d", self.queue, len(jobs))
+            logger.info("broker_publish_recovered", extra={"queue": self.queue, "jobs": len(jobs)})
         self.published_jobs += len(jobs)
         self.published_batches += 1
         for entry in batch:

@@ -8,17 +8,22 @@ check hands it to the next bridge.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
 from bullmq import Job, Queue, Worker
 from django.conf import settings
+from redis import RedisError
 
 from messaging_events.bridge.batcher import Batcher, Publish
 from messaging_events.bridge.publisher import CeleryPublisher
+from messaging_events.bridge.watch import ConnectionWatch
+from messaging_events.connections import describe_error
 from messaging_events.contract.jobs import BridgedJob, Rejection, identity_of, parse_job
 from messaging_events.contract.routing import QUEUE_ORDER, event_type_from_name
 from messaging_events.services.inbox import OVERSIZED_MARKER, UNDECODABLE_MARKER
@@ -26,11 +31,13 @@ from messaging_events.services.inbox import OVERSIZED_MARKER, UNDECODABLE_MARKER
 logger = logging.getLogger(__name__)
 
 OVERSIZED_PREVIEW_CHARS = 2000
+STATS_QUERY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
 class BridgeConfig:
     redis_url: str
+    broker_url: str
     queue_name: str
     prefix: str
     batch_size: int
@@ -43,11 +50,13 @@ class BridgeConfig:
     shutdown_timeout_s: float
     stats_interval_s: float
     keep_completed: int
+    connection_check_s: float
 
     @classmethod
     def from_settings(cls) -> "BridgeConfig":
         return cls(
             redis_url=settings.BULLMQ_REDIS_URL,
+            broker_url=settings.CELERY_BROKER_URL,
             queue_name=settings.BULLMQ_QUEUE,
             prefix=settings.BULLMQ_PREFIX,
             batch_size=settings.BRIDGE_BATCH_SIZE,
@@ -60,6 +69,7 @@ class BridgeConfig:
             shutdown_timeout_s=settings.BRIDGE_SHUTDOWN_TIMEOUT_S,
             stats_interval_s=settings.BRIDGE_STATS_INTERVAL_S,
             keep_completed=settings.BULLMQ_KEEP_COMPLETED,
+            connection_check_s=settings.BRIDGE_CONNECTION_CHECK_S,
         )
 
 
@@ -140,7 +150,13 @@ class Bridge:
         }
         self.worker: Worker | None = None
         self.rejected = 0
+        self.failed = False
         self._stop = asyncio.Event()
+        self.watch = ConnectionWatch(
+            {"bullmq": config.redis_url, "broker": config.broker_url},
+            check_interval_s=config.connection_check_s,
+            retry_max_s=config.retry_max_s,
+        )
 
     async def process(self, job: Job, token: str) -> None:
         bridged = bridged_job(job, self.config.max_job_bytes)
@@ -168,26 +184,52 @@ class Bridge:
     async def run(self) -> None:
         for batcher in self.batchers.values():
             batcher.start()
-        self.worker = BridgeWorker(self.config.queue_name, self.process, self.worker_options())
-        self.worker.on("error", lambda err, *_: logger.warning("bullmq_error error=%s", str(err)[:300]))
-        worker_task = asyncio.create_task(self.worker.run(), name="bullmq-worker")
+        self.watch.start()
         stats_task = asyncio.create_task(self._log_stats(), name="bridge-stats")
-        logger.info(
-            "bridge_started queue=%s prefix=%s batch_size=%d linger_ms=%d concurrency=%d",
-            self.config.queue_name,
-            self.config.prefix,
-            self.config.batch_size,
-            int(self.config.linger_s * 1000),
-            self.config.concurrency,
-        )
         stop_task = asyncio.create_task(self._stop.wait())
+        # bullmq would wait out a dead Redis in silence; start consuming once the watch has seen it answer.
+        connected = asyncio.create_task(self.watch.wait_connected("bullmq"))
+        await asyncio.wait({connected, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._stop.is_set():
+            connected.cancel()
+            await self._stop_background(stats_task)
+            return
+        self.worker = BridgeWorker(self.config.queue_name, self.process, self.worker_options())
+        self.worker.on("error", self._on_worker_error)
+        worker_task = asyncio.create_task(self.worker.run(), name="bullmq-worker")
+        logger.info(
+            "bridge_started",
+            extra={
+                "queue": self.config.queue_name,
+                "prefix": self.config.prefix,
+                "batch_size": self.config.batch_size,
+                "linger_ms": int(self.config.linger_s * 1000),
+                "concurrency": self.config.concurrency,
+            },
+        )
         await asyncio.wait({worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if worker_task.done() and not self._stop.is_set():
+            # bullmq's run loop gave up (e.g. Redis lost while it started): exit non-zero so the supervisor restarts us.
+            self.failed = True
+            error = worker_task.exception() if not worker_task.cancelled() else None
+            logger.error("bullmq_worker_stopped", extra={"error": describe_error(error) if error else "cancelled"})
         await self._shutdown(worker_task)
+        await self._stop_background(stats_task)
+
+    @staticmethod
+    def _on_worker_error(err: object, *_: object) -> None:
+        error = describe_error(err) if isinstance(err, BaseException) else str(err)[:300]
+        logger.warning("bullmq_error", extra={"error": error})
+
+    async def _stop_background(self, stats_task: asyncio.Task) -> None:
+        self.watch.stop()
         stats_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stats_task
 
     async def _shutdown(self, worker_task: asyncio.Task) -> None:
         started = time.monotonic()
-        logger.info("bridge_stopping in_flight=%d", sum(b.pending for b in self.batchers.values()))
+        logger.info("bridge_stopping", extra={"in_flight": sum(b.pending for b in self.batchers.values())})
         for batcher in self.batchers.values():
             batcher.flush_now()
         assert self.worker is not None
@@ -195,19 +237,22 @@ class Bridge:
             await asyncio.wait_for(self.worker.close(), self.config.shutdown_timeout_s)
         except TimeoutError:
             # Whatever is still active stays so in BullMQ; the stalled check redelivers it.
-            logger.warning("bridge_shutdown_timeout forcing close; active jobs will be redelivered")
+            logger.warning("bridge_shutdown_timeout", extra={"note": "forcing close; active jobs will be redelivered"})
             await self.worker.close(force=True)
         if not worker_task.done():
             worker_task.cancel()
         if self._publisher is not None:
             self._publisher.close()
         logger.info(
-            "bridge_stopped published=%d seconds=%.1f",
-            sum(b.published_jobs for b in self.batchers.values()),
-            time.monotonic() - started,
+            "bridge_stopped",
+            extra={
+                "published": sum(b.published_jobs for b in self.batchers.values()),
+                "seconds": round(time.monotonic() - started, 1),
+            },
         )
 
     async def _log_stats(self) -> None:
+        """Every `stats_interval_s`, whatever the connections do: during an outage it says connected=false."""
         queue = Queue(self.config.queue_name, {"connection": self.config.redis_url, "prefix": self.config.prefix})
         last_total, last_time = 0, time.monotonic()
         try:
@@ -215,26 +260,39 @@ class Bridge:
                 await asyncio.sleep(self.config.stats_interval_s)
                 total = sum(b.published_jobs for b in self.batchers.values())
                 now = time.monotonic()
-                lag_s = await self._oldest_waiting_age(queue)
-                counts = await queue.getJobCounts("waiting", "active", "failed")
-                logger.info(
-                    "bridge_stats rate=%.0f/s published=%d rejected=%d waiting=%d active=%d failed=%d lag_s=%.1f %s",
-                    (total - last_total) / max(now - last_time, 1e-9),
-                    total,
-                    self.rejected,
-                    counts.get("waiting", 0),
-                    counts.get("active", 0),
-                    counts.get("failed", 0),
-                    lag_s,
-                    " ".join(f"pending_{name}={b.pending}" for name, b in self.batchers.items()),
-                )
+                fields: dict[str, object] = {
+                    "connected": str(self.watch.all_connected).lower(),
+                    **{f"{name}_connected": str(up).lower() for name, up in self.watch.connected.items()},
+                    "rate": round((total - last_total) / max(now - last_time, 1e-9)),
+                    "published": total,
+                    "rejected": self.rejected,
+                    **{f"pending_{name}": b.pending for name, b in self.batchers.items()},
+                }
+                if self.watch.connected["bullmq"]:
+                    fields.update(await self._bullmq_figures(queue))
+                logger.info("bridge_stats", extra=fields)
                 last_total, last_time = total, now
         except asyncio.CancelledError:
             pass
-        except Exception as exc:  # stats are best-effort; they must never stop the bridge
-            logger.warning("bridge_stats_failed error=%s", exc)
         finally:
-            await queue.close()
+            with contextlib.suppress(Exception):
+                await queue.close()
+
+    async def _bullmq_figures(self, queue: Queue) -> dict[str, object]:
+        # Best-effort and bounded: bullmq's client may sit in its own retries; stats must keep coming.
+        try:
+            counts, lag_s = await asyncio.wait_for(
+                asyncio.gather(queue.getJobCounts("waiting", "active", "failed"), self._oldest_waiting_age(queue)),
+                STATS_QUERY_TIMEOUT_S,
+            )
+        except (OSError, RedisError, TimeoutError) as exc:
+            return {"bullmq_figures": describe_error(exc)}
+        return {
+            "waiting": counts.get("waiting", 0),
+            "active": counts.get("active", 0),
+            "failed": counts.get("failed", 0),
+            "lag_s": round(lag_s, 1),
+        }
 
     @staticmethod
     async def _oldest_waiting_age(queue: Queue) -> float:
@@ -253,5 +311,7 @@ def run_forever(config: BridgeConfig) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, bridge.request_stop)
         await bridge.run()
+        return bridge.failed
 
-    uvloop.run(main())
+    if uvloop.run(main()):
+        sys.exit(1)
