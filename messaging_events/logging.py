@@ -13,6 +13,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from messaging_events.redaction import redact
+
 # Every attribute a bare LogRecord has, plus what Formatter.format adds: anything else came from `extra`.
 _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -29,6 +31,10 @@ def _text_value(value: Any) -> str:
 class TextFormatter(logging.Formatter):
     """`time LEVEL logger pid=N message key=value …`."""
 
+    def formatException(self, ei) -> str:
+        # A traceback ends with the exception's message, which may quote an event's email or phone.
+        return redact(super().formatException(ei))
+
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         fields = " ".join(f"{key}={_text_value(value)}" for key, value in extra_fields(record).items())
@@ -40,8 +46,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class DropCeleryTaskData(logging.Filter):
+    """Celery logs each task's arguments and return value as `extra={"data": …}`: its message already says
+    which task did what, and the arguments are events, with their emails and phone numbers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("celery") and "data" in vars(record):
+            del record.data
+        return True
+
+
+class _JsonFormatter(JsonFormatter):
+    def formatException(self, ei) -> str:
+        return redact(super().formatException(ei))
+
+
 def json_formatter() -> JsonFormatter:
-    return JsonFormatter(
+    return _JsonFormatter(
         "%(levelname)s %(name)s %(process)d %(message)s",
         rename_fields={"levelname": "level", "name": "logger", "process": "pid", "message": "msg"},
         timestamp="ts",

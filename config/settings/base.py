@@ -77,7 +77,10 @@ LOGGING = {
     "formatters": {
         "structured": {"()": "messaging_events.logging.formatter", "fmt": LOG_FORMAT},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "filters": {"no_celery_task_data": {"()": "messaging_events.logging.DropCeleryTaskData"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["no_celery_task_data"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -123,6 +126,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # and a retry's countdown (at most EVENT_TASK_RETRY_BACKOFF_MAX_S, 60 s). 600 s is twice the hard limit;
     # it is also how late a crashed worker's batch runs again. See docs/reliability.md.
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+    # Look for expired unacknowledged messages every unacked_restore_interval (10 s), not every ~100 s.
+    "unacked_restore_throttle": 1,
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-parked-events": {
@@ -156,6 +161,8 @@ BRIDGE_STATS_INTERVAL_S = env.float("BRIDGE_STATS_INTERVAL_S", default=10.0)
 # How often the bridge pings both Redis URLs while they answer; failures retry with backoff up to
 # BRIDGE_PUBLISH_RETRY_MAX_S and are logged each time.
 BRIDGE_CONNECTION_CHECK_S = env.float("BRIDGE_CONNECTION_CHECK_S", default=5.0)
+# Prometheus `/metrics` of the bridge; 0 turns it off. The workers' port is WORKER_METRICS_PORT (config/celery_app.py).
+BRIDGE_METRICS_PORT = env.int("BRIDGE_METRICS_PORT", default=0)
 
 # --- Event processing -----------------------------------------------------
 EVENT_TASK_MAX_RETRIES = env.int("EVENT_TASK_MAX_RETRIES", default=5)
@@ -179,3 +186,16 @@ STATUS_MAX_FAILED_JOBS = env.int("STATUS_MAX_FAILED_JOBS", default=0)
 STATUS_MAX_QUEUE_DEPTH = env.int("STATUS_MAX_QUEUE_DEPTH", default=100_000)
 STATUS_MAX_PARKED_AGE_S = env.int("STATUS_MAX_PARKED_AGE_S", default=24 * 3600)
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="")
+
+# --- Error tracking -------------------------------------------------------
+# Sentry, with the Django and Celery integrations, when SENTRY_DSN is set. Never personal data: see
+# messaging_events/error_tracking.py.
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from messaging_events.error_tracking import init_error_tracking
+
+    init_error_tracking(
+        SENTRY_DSN,
+        environment=env("SENTRY_ENVIRONMENT", default="production"),
+        release=env("SENTRY_RELEASE", default=None),
+    )

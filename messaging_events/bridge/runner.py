@@ -20,6 +20,8 @@ from bullmq import Job, Queue, Worker
 from django.conf import settings
 from redis import RedisError
 
+from messaging_events import error_tracking, metrics
+from messaging_events.bridge import metrics as bridge_metrics
 from messaging_events.bridge.batcher import Batcher, Publish
 from messaging_events.bridge.publisher import CeleryPublisher
 from messaging_events.bridge.watch import ConnectionWatch
@@ -51,6 +53,7 @@ class BridgeConfig:
     stats_interval_s: float
     keep_completed: int
     connection_check_s: float
+    metrics_port: int = 0
 
     @classmethod
     def from_settings(cls) -> "BridgeConfig":
@@ -70,6 +73,7 @@ class BridgeConfig:
             stats_interval_s=settings.BRIDGE_STATS_INTERVAL_S,
             keep_completed=settings.BULLMQ_KEEP_COMPLETED,
             connection_check_s=settings.BRIDGE_CONNECTION_CHECK_S,
+            metrics_port=settings.BRIDGE_METRICS_PORT,
         )
 
 
@@ -161,9 +165,13 @@ class Bridge:
     async def process(self, job: Job, token: str) -> None:
         bridged = bridged_job(job, self.config.max_job_bytes)
         judged = parse_job(bridged)
+        labels = (metrics.type_label(bridged["name"]), judged.priority.value)
+        bridge_metrics.BRIDGE_JOBS_RECEIVED.labels(*labels).inc()
         if isinstance(judged, Rejection):
             self.rejected += 1
+            bridge_metrics.BRIDGE_JOBS_REJECTED.labels(*labels).inc()
         await self.batchers[judged.priority.value].submit(bridged)
+        bridge_metrics.BRIDGE_JOBS_PUBLISHED.labels(*labels).inc()
 
     def worker_options(self) -> dict:
         return {
@@ -182,6 +190,8 @@ class Bridge:
         self._stop.set()
 
     async def run(self) -> None:
+        if self.config.metrics_port:
+            metrics.serve_metrics(self.config.metrics_port)
         for batcher in self.batchers.values():
             batcher.start()
         self.watch.start()
@@ -212,12 +222,15 @@ class Bridge:
             # bullmq's run loop gave up (e.g. Redis lost while it started): exit non-zero so the supervisor restarts us.
             self.failed = True
             error = worker_task.exception() if not worker_task.cancelled() else None
+            if error is not None:
+                error_tracking.report(error, queue=self.config.queue_name)
             logger.error("bullmq_worker_stopped", extra={"error": describe_error(error) if error else "cancelled"})
         await self._shutdown(worker_task)
         await self._stop_background(stats_task)
 
-    @staticmethod
-    def _on_worker_error(err: object, *_: object) -> None:
+    def _on_worker_error(self, err: object, *_: object) -> None:
+        if isinstance(err, BaseException):
+            error_tracking.report(err, queue=self.config.queue_name)
         error = describe_error(err) if isinstance(err, BaseException) else str(err)[:300]
         logger.warning("bullmq_error", extra={"error": error})
 
@@ -287,6 +300,8 @@ class Bridge:
             )
         except (OSError, RedisError, TimeoutError) as exc:
             return {"bullmq_figures": describe_error(exc)}
+        bridge_metrics.BULLMQ_WAITING.set(counts.get("waiting", 0))
+        bridge_metrics.BULLMQ_OLDEST_WAITING_AGE.set(lag_s)
         return {
             "waiting": counts.get("waiting", 0),
             "active": counts.get("active", 0),

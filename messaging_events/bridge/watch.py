@@ -14,6 +14,7 @@ import time
 
 from redis import RedisError
 
+from messaging_events.bridge.metrics import BRIDGE_REDIS_CONNECTED
 from messaging_events.connections import describe_error, mask_url, ping_async
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class ConnectionWatch:
                 if down_since is None:
                     down_since = time.monotonic()
                 self.connected[name] = False
+                BRIDGE_REDIS_CONNECTED.labels(name).set(0)
                 self._up[name].clear()
                 self.failures[name] += 1
                 logger.warning(
@@ -89,5 +91,6 @@ class ConnectionWatch:
             down_since = None
             delay = self.retry_initial_s
             self.connected[name] = True
+            BRIDGE_REDIS_CONNECTED.labels(name).set(1)
             self._up[name].set()
             await asyncio.sleep(self.check_interval_s)

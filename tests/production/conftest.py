@@ -1,1 +1,1 @@
-from tests.processes import processes  # noqa: F401  (the fixture, for this package)
+from tests.processes import broker_proxy, processes  # noqa: F401  (the fixtures, for this package)
