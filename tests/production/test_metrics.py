@@ -32,6 +32,15 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def scrape_when(port: int, name: str, expected: float, **labels: str) -> dict:
+    """The samples, once `name{labels}` reads `expected` (metrics lag the inbox by a few milliseconds)."""
+    return wait_until(
+        lambda: value(samples := scrape(port), name, **labels) == expected and samples,
+        10,
+        message=lambda: str(scrape(port)),
+    )
+
+
 def answers(port: int) -> bool:
     try:
         scrape(port)
@@ -54,15 +63,8 @@ def test_bridge_and_worker_metrics_count_what_happened(processes: Processes) -> 
     publish_jobs([*created, bad_bounce])
     wait_for_quiescence(30, min_inbox_rows=4)
 
-    bridge = wait_until(
-        lambda: (
-            (s := scrape(bridge_port))
-            and value(s, "crm_bridge_jobs_published_total", event_type="contact.created", priority="normal") == 3
-            and s
-        ),
-        10,
-        message=lambda: str(scrape(bridge_port)),
-    )
+    created_normal = {"event_type": "contact.created", "priority": "normal"}
+    bridge = scrape_when(bridge_port, "crm_bridge_jobs_published_total", 3, **created_normal)
     assert value(bridge, "crm_bridge_jobs_received_total", event_type="contact.created", priority="normal") == 3
     assert value(bridge, "crm_bridge_jobs_rejected_total", event_type="message.bounced", priority="high") == 1
     assert value(bridge, "crm_bridge_jobs_published_total", event_type="message.bounced", priority="high") == 1
@@ -72,15 +74,7 @@ def test_bridge_and_worker_metrics_count_what_happened(processes: Processes) -> 
     assert value(bridge, "crm_bridge_redis_connected", redis="broker") == 1
 
     # The worker's pool children count; the main process serves their sum.
-    worker = wait_until(
-        lambda: (
-            (s := scrape(worker_port))
-            and value(s, "crm_events_processed_total", event_type="contact.created", outcome="applied") == 3
-            and s
-        ),
-        10,
-        message=lambda: str(scrape(worker_port)),
-    )
+    worker = scrape_when(worker_port, "crm_events_processed_total", 3, event_type="contact.created", outcome="applied")
     assert value(worker, "crm_events_processed_total", event_type="message.bounced", outcome="rejected") == 1
     assert value(worker, "crm_event_apply_seconds_count", event_type="contact.created") == 3
     assert value(worker, "crm_event_apply_seconds_sum", event_type="contact.created") > 0
