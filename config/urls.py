@@ -1,13 +1,8 @@
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
+from config.health import healthz
 from messaging_events.pipeline_page import pipeline_view
-
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("ok", content_type="text/plain")
-
 
 urlpatterns = [
     # Before admin.site.urls, which would answer 404 for an unknown admin path.

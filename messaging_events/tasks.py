@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import transaction
 
@@ -13,7 +14,10 @@ logger = logging.getLogger(__name__)
 
 
 def _retry_countdown(retries: int) -> int:
-    return min(2 ** (retries + 1), settings.EVENT_TASK_RETRY_BACKOFF_MAX_S)
+    # Full jitter: the batches a database outage failed together do not all come back at the same second.
+    return get_exponential_backoff_interval(
+        factor=2, retries=retries, maximum=settings.EVENT_TASK_RETRY_BACKOFF_MAX_S, full_jitter=True
+    )
 
 
 @shared_task(bind=True, name="messaging_events.apply_event_batch", max_retries=None)

@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/stack.sh"
 
 ensure_system_packages
-ensure_venv requirements.txt
+ensure_venv requirements-dev.txt  # honcho is a development requirement
 export PATH="$ROOT/.venv/bin:$PATH"
 cd "$ROOT"
 
@@ -49,4 +49,4 @@ cat <<MSG
 
 MSG
 # honcho forwards SIGINT/SIGTERM to every process and waits for them.
-honcho start
+honcho -f Procfile.dev start  # runserver reloads on change; the Procfile runs gunicorn

@@ -26,6 +26,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT from the WSGI process (gunicorn) with far-future caching of hashed names.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -62,19 +64,23 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 # --- Logging --------------------------------------------------------------
-# LOG_FORMAT=json gives one JSON object per line; the default is key=value text. Both are greppable.
+# LOG_FORMAT=json gives one JSON object per line with each `extra` field at the top level (python-json-logger);
+# the default is readable text with the fields as key=value. Celery's loggers use the same config (setup_logging).
 LOG_FORMAT = env("LOG_FORMAT", default="text")
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "structured": {"()": "messaging_events.logging.StructuredFormatter", "fmt": LOG_FORMAT},
+        "structured": {"()": "messaging_events.logging.formatter", "fmt": LOG_FORMAT},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "filters": {"no_celery_task_data": {"()": "messaging_events.logging.DropCeleryTaskData"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["no_celery_task_data"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -105,6 +111,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Never give up on the broker: Celery's default (100 attempts, ~45 minutes) ends the worker during a long
+# Redis outage. Celery logs every attempt ("Cannot connect to redis://:**@…  Trying again in 8.00 seconds... (4/None)").
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 CELERY_QUEUE_NAMES = ("high", "normal", "low")
 CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
@@ -112,8 +121,13 @@ CELERY_TASK_DEFAULT_QUEUE = "normal"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # kombu >= 5.7 polls the queues in the order given to -Q: high, then normal, then low.
     "queue_order_strategy": "priority",
-    # An unacknowledged message returns to its queue after this many seconds.
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    # An unacknowledged message returns to its queue after this many seconds. It must exceed the longest a
+    # message is legitimately held unacknowledged: a batch's run (hard limit CELERY_TASK_TIME_LIMIT, 300 s)
+    # and a retry's countdown (at most EVENT_TASK_RETRY_BACKOFF_MAX_S, 60 s). 600 s is twice the hard limit;
+    # it is also how late a crashed worker's batch runs again. See docs/reliability.md.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+    # Look for expired unacknowledged messages every unacked_restore_interval (10 s), not every ~100 s.
+    "unacked_restore_throttle": 1,
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-parked-events": {
@@ -144,6 +158,11 @@ BRIDGE_MAX_JOB_BYTES = env.int("BRIDGE_MAX_JOB_BYTES", default=64 * 1024)
 BRIDGE_PUBLISH_RETRY_MAX_S = env.float("BRIDGE_PUBLISH_RETRY_MAX_S", default=10.0)
 BRIDGE_SHUTDOWN_TIMEOUT_S = env.float("BRIDGE_SHUTDOWN_TIMEOUT_S", default=20.0)
 BRIDGE_STATS_INTERVAL_S = env.float("BRIDGE_STATS_INTERVAL_S", default=10.0)
+# How often the bridge pings both Redis URLs while they answer; failures retry with backoff up to
+# BRIDGE_PUBLISH_RETRY_MAX_S and are logged each time.
+BRIDGE_CONNECTION_CHECK_S = env.float("BRIDGE_CONNECTION_CHECK_S", default=5.0)
+# Prometheus `/metrics` of the bridge; 0 turns it off. The workers' port is WORKER_METRICS_PORT (config/celery_app.py).
+BRIDGE_METRICS_PORT = env.int("BRIDGE_METRICS_PORT", default=0)
 
 # --- Event processing -----------------------------------------------------
 EVENT_TASK_MAX_RETRIES = env.int("EVENT_TASK_MAX_RETRIES", default=5)
@@ -167,3 +186,16 @@ STATUS_MAX_FAILED_JOBS = env.int("STATUS_MAX_FAILED_JOBS", default=0)
 STATUS_MAX_QUEUE_DEPTH = env.int("STATUS_MAX_QUEUE_DEPTH", default=100_000)
 STATUS_MAX_PARKED_AGE_S = env.int("STATUS_MAX_PARKED_AGE_S", default=24 * 3600)
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="")
+
+# --- Error tracking -------------------------------------------------------
+# Sentry, with the Django and Celery integrations, when SENTRY_DSN is set. Never personal data: see
+# messaging_events/error_tracking.py.
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from messaging_events.error_tracking import init_error_tracking
+
+    init_error_tracking(
+        SENTRY_DSN,
+        environment=env("SENTRY_ENVIRONMENT", default="production"),
+        release=env("SENTRY_RELEASE", default=None),
+    )

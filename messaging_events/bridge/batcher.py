@@ -9,9 +9,12 @@ renewed by the bullmq Worker) and are never dropped.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from messaging_events import error_tracking
+from messaging_events.bridge import metrics
 from messaging_events.contract.jobs import BridgedJob
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class Batcher:
         self.published_jobs = 0
         self.published_batches = 0
         self.publish_failures = 0
+        self._failing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self.queue}")
@@ -95,22 +99,32 @@ class Batcher:
         delay = self.retry_initial_s
         jobs = [entry.job for entry in batch]
         while True:
+            started = time.perf_counter()
             try:
                 await self._publish(self.queue, jobs)
                 break
             except Exception as exc:
                 self.publish_failures += 1
+                metrics.BRIDGE_PUBLISH_RETRIES.labels(self.queue).inc()
+                if not self._failing:  # once per outage, not once per retry
+                    error_tracking.report(exc, queue=self.queue, jobs=len(jobs))
+                self._failing = True
                 logger.warning(
-                    "broker_publish_failed queue=%s jobs=%d retry_in=%.1fs error=%s",
-                    self.queue,
-                    len(jobs),
-                    delay,
-                    f"{type(exc).__name__}: {exc}"[:300],
+                    "broker_publish_failed",
+                    extra={
+                        "queue": self.queue,
+                        "jobs": len(jobs),
+                        "retry_in_s": round(delay, 1),
+                        "error": f"{type(exc).__name__}: {exc}"[:300],
+                    },
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
+        metrics.BRIDGE_PUBLISH_SECONDS.labels(self.queue).observe(time.perf_counter() - started)
+        metrics.BRIDGE_BATCH_SIZE.labels(self.queue).observe(len(jobs))
+        self._failing = False
         if self.publish_failures and delay > self.retry_initial_s:
-            logger.info("broker_publish_recovered queue=%s jobs=%d", self.queue, len(jobs))
+            logger.info("broker_publish_recovered", extra={"queue": self.queue, "jobs": len(jobs)})
         self.published_jobs += len(jobs)
         self.published_batches += 1
         for entry in batch:

@@ -8,17 +8,24 @@ check hands it to the next bridge.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
 from bullmq import Job, Queue, Worker
 from django.conf import settings
+from redis import RedisError
 
+from messaging_events import error_tracking, metrics
+from messaging_events.bridge import metrics as bridge_metrics
 from messaging_events.bridge.batcher import Batcher, Publish
 from messaging_events.bridge.publisher import CeleryPublisher
+from messaging_events.bridge.watch import ConnectionWatch
+from messaging_events.connections import describe_error
 from messaging_events.contract.jobs import (
     BridgedJob,
     Rejection,
@@ -33,11 +40,13 @@ from messaging_events.services.inbox import OVERSIZED_MARKER, UNDECODABLE_MARKER
 logger = logging.getLogger(__name__)
 
 OVERSIZED_PREVIEW_CHARS = 2000
+STATS_QUERY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
 class BridgeConfig:
     redis_url: str
+    broker_url: str
     queue_name: str
     prefix: str
     batch_size: int
@@ -50,11 +59,14 @@ class BridgeConfig:
     shutdown_timeout_s: float
     stats_interval_s: float
     keep_completed: int
+    connection_check_s: float
+    metrics_port: int = 0
 
     @classmethod
     def from_settings(cls) -> "BridgeConfig":
         return cls(
             redis_url=settings.BULLMQ_REDIS_URL,
+            broker_url=settings.CELERY_BROKER_URL,
             queue_name=settings.BULLMQ_QUEUE,
             prefix=settings.BULLMQ_PREFIX,
             batch_size=settings.BRIDGE_BATCH_SIZE,
@@ -67,6 +79,8 @@ class BridgeConfig:
             shutdown_timeout_s=settings.BRIDGE_SHUTDOWN_TIMEOUT_S,
             stats_interval_s=settings.BRIDGE_STATS_INTERVAL_S,
             keep_completed=settings.BULLMQ_KEEP_COMPLETED,
+            connection_check_s=settings.BRIDGE_CONNECTION_CHECK_S,
+            metrics_port=settings.BRIDGE_METRICS_PORT,
         )
 
 
@@ -159,7 +173,13 @@ class Bridge:
         }
         self.worker: Worker | None = None
         self.rejected = 0
+        self.failed = False
         self._stop = asyncio.Event()
+        self.watch = ConnectionWatch(
+            {"bullmq": config.redis_url, "broker": config.broker_url},
+            check_interval_s=config.connection_check_s,
+            retry_max_s=config.retry_max_s,
+        )
 
     async def process(self, job: Job, token: str) -> None:
         try:
@@ -169,9 +189,13 @@ class Bridge:
             logger.warning("bridge_unreadable_job job=%s error=%s", job.id, type(exc).__name__)
             bridged = unreadable_job(str(job.id), job.name or "", job.timestamp, job.attemptsMade, job.data, exc)
             judged = parse_job(bridged)
+        labels = (metrics.type_label(bridged["name"]), judged.priority.value)
+        bridge_metrics.BRIDGE_JOBS_RECEIVED.labels(*labels).inc()
         if isinstance(judged, Rejection):
             self.rejected += 1
+            bridge_metrics.BRIDGE_JOBS_REJECTED.labels(*labels).inc()
         await self.batchers[judged.priority.value].submit(bridged)
+        bridge_metrics.BRIDGE_JOBS_PUBLISHED.labels(*labels).inc()
 
     def worker_options(self) -> dict:
         return {
@@ -190,28 +214,59 @@ class Bridge:
         self._stop.set()
 
     async def run(self) -> None:
+        if self.config.metrics_port:
+            metrics.serve_metrics(self.config.metrics_port)
         for batcher in self.batchers.values():
             batcher.start()
-        self.worker = BridgeWorker(self.config.queue_name, self.process, self.worker_options())
-        self.worker.on("error", lambda err, *_: logger.warning("bullmq_error error=%s", str(err)[:300]))
-        worker_task = asyncio.create_task(self.worker.run(), name="bullmq-worker")
+        self.watch.start()
         stats_task = asyncio.create_task(self._log_stats(), name="bridge-stats")
-        logger.info(
-            "bridge_started queue=%s prefix=%s batch_size=%d linger_ms=%d concurrency=%d",
-            self.config.queue_name,
-            self.config.prefix,
-            self.config.batch_size,
-            int(self.config.linger_s * 1000),
-            self.config.concurrency,
-        )
         stop_task = asyncio.create_task(self._stop.wait())
+        # bullmq would wait out a dead Redis in silence; start consuming once the watch has seen it answer.
+        connected = asyncio.create_task(self.watch.wait_connected("bullmq"))
+        await asyncio.wait({connected, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._stop.is_set():
+            connected.cancel()
+            await self._stop_background(stats_task)
+            return
+        self.worker = BridgeWorker(self.config.queue_name, self.process, self.worker_options())
+        self.worker.on("error", self._on_worker_error)
+        worker_task = asyncio.create_task(self.worker.run(), name="bullmq-worker")
+        logger.info(
+            "bridge_started",
+            extra={
+                "queue": self.config.queue_name,
+                "prefix": self.config.prefix,
+                "batch_size": self.config.batch_size,
+                "linger_ms": int(self.config.linger_s * 1000),
+                "concurrency": self.config.concurrency,
+            },
+        )
         await asyncio.wait({worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if worker_task.done() and not self._stop.is_set():
+            # bullmq's run loop gave up (e.g. Redis lost while it started): exit non-zero so the supervisor restarts us.
+            self.failed = True
+            error = worker_task.exception() if not worker_task.cancelled() else None
+            if error is not None:
+                error_tracking.report(error, queue=self.config.queue_name)
+            logger.error("bullmq_worker_stopped", extra={"error": describe_error(error) if error else "cancelled"})
         await self._shutdown(worker_task)
+        await self._stop_background(stats_task)
+
+    def _on_worker_error(self, err: object, *_: object) -> None:
+        if isinstance(err, BaseException):
+            error_tracking.report(err, queue=self.config.queue_name)
+        error = describe_error(err) if isinstance(err, BaseException) else str(err)[:300]
+        logger.warning("bullmq_error", extra={"error": error})
+
+    async def _stop_background(self, stats_task: asyncio.Task) -> None:
+        self.watch.stop()
         stats_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stats_task
 
     async def _shutdown(self, worker_task: asyncio.Task) -> None:
         started = time.monotonic()
-        logger.info("bridge_stopping in_flight=%d", sum(b.pending for b in self.batchers.values()))
+        logger.info("bridge_stopping", extra={"in_flight": sum(b.pending for b in self.batchers.values())})
         for batcher in self.batchers.values():
             batcher.flush_now()
         assert self.worker is not None
@@ -219,19 +274,22 @@ class Bridge:
             await asyncio.wait_for(self.worker.close(), self.config.shutdown_timeout_s)
         except TimeoutError:
             # Whatever is still active stays so in BullMQ; the stalled check redelivers it.
-            logger.warning("bridge_shutdown_timeout forcing close; active jobs will be redelivered")
+            logger.warning("bridge_shutdown_timeout", extra={"note": "forcing close; active jobs will be redelivered"})
             await self.worker.close(force=True)
         if not worker_task.done():
             worker_task.cancel()
         if self._publisher is not None:
             self._publisher.close()
         logger.info(
-            "bridge_stopped published=%d seconds=%.1f",
-            sum(b.published_jobs for b in self.batchers.values()),
-            time.monotonic() - started,
+            "bridge_stopped",
+            extra={
+                "published": sum(b.published_jobs for b in self.batchers.values()),
+                "seconds": round(time.monotonic() - started, 1),
+            },
         )
 
     async def _log_stats(self) -> None:
+        """Every `stats_interval_s`, whatever the connections do: during an outage it says connected=false."""
         queue = Queue(self.config.queue_name, {"connection": self.config.redis_url, "prefix": self.config.prefix})
         last_total, last_time = 0, time.monotonic()
         try:
@@ -239,26 +297,41 @@ class Bridge:
                 await asyncio.sleep(self.config.stats_interval_s)
                 total = sum(b.published_jobs for b in self.batchers.values())
                 now = time.monotonic()
-                lag_s = await self._oldest_waiting_age(queue)
-                counts = await queue.getJobCounts("waiting", "active", "failed")
-                logger.info(
-                    "bridge_stats rate=%.0f/s published=%d rejected=%d waiting=%d active=%d failed=%d lag_s=%.1f %s",
-                    (total - last_total) / max(now - last_time, 1e-9),
-                    total,
-                    self.rejected,
-                    counts.get("waiting", 0),
-                    counts.get("active", 0),
-                    counts.get("failed", 0),
-                    lag_s,
-                    " ".join(f"pending_{name}={b.pending}" for name, b in self.batchers.items()),
-                )
+                fields: dict[str, object] = {
+                    "connected": str(self.watch.all_connected).lower(),
+                    **{f"{name}_connected": str(up).lower() for name, up in self.watch.connected.items()},
+                    "rate": round((total - last_total) / max(now - last_time, 1e-9)),
+                    "published": total,
+                    "rejected": self.rejected,
+                    **{f"pending_{name}": b.pending for name, b in self.batchers.items()},
+                }
+                if self.watch.connected["bullmq"]:
+                    fields.update(await self._bullmq_figures(queue))
+                logger.info("bridge_stats", extra=fields)
                 last_total, last_time = total, now
         except asyncio.CancelledError:
             pass
-        except Exception as exc:  # stats are best-effort; they must never stop the bridge
-            logger.warning("bridge_stats_failed error=%s", exc)
         finally:
-            await queue.close()
+            with contextlib.suppress(Exception):
+                await queue.close()
+
+    async def _bullmq_figures(self, queue: Queue) -> dict[str, object]:
+        # Best-effort and bounded: bullmq's client may sit in its own retries; stats must keep coming.
+        try:
+            counts, lag_s = await asyncio.wait_for(
+                asyncio.gather(queue.getJobCounts("waiting", "active", "failed"), self._oldest_waiting_age(queue)),
+                STATS_QUERY_TIMEOUT_S,
+            )
+        except (OSError, RedisError, TimeoutError) as exc:
+            return {"bullmq_figures": describe_error(exc)}
+        bridge_metrics.BULLMQ_WAITING.set(counts.get("waiting", 0))
+        bridge_metrics.BULLMQ_OLDEST_WAITING_AGE.set(lag_s)
+        return {
+            "waiting": counts.get("waiting", 0),
+            "active": counts.get("active", 0),
+            "failed": counts.get("failed", 0),
+            "lag_s": round(lag_s, 1),
+        }
 
     @staticmethod
     async def _oldest_waiting_age(queue: Queue) -> float:
@@ -277,5 +350,7 @@ def run_forever(config: BridgeConfig) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, bridge.request_stop)
         await bridge.run()
+        return bridge.failed
 
-    uvloop.run(main())
+    if uvloop.run(main()):
+        sys.exit(1)

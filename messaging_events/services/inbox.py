@@ -6,6 +6,7 @@ event's identity, so a redelivery finds its row and changes nothing.
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from crm.errors import ApplicationError
 from crm.models import Tenant
+from messaging_events import error_tracking, metrics
 from messaging_events.contract.jobs import (
     UNREADABLE_MARKER,
     BridgedJob,
@@ -31,6 +33,7 @@ from messaging_events.contract.jobs import (
 from messaging_events.handlers import handler_for
 from messaging_events.models import FINAL_STATUSES, InboundEvent, InboundEventStatus
 from messaging_events.outcomes import Outcome
+from messaging_events.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +173,8 @@ def _apply(event: Event, row_id: int) -> Outcome:
         logger.exception("event_failed key=%s type=%s", event.idempotency_key, event.type)
         return Outcome(InboundEventStatus.FAILED, _tenant_id_for_ref(event.tenant_ref), f"database error: {exc}")
     except Exception as exc:  # a bug must not poison the batch; the event stays replayable as failed
+        # Reported before the log line: Sentry's logging integration would send the same exception untagged.
+        error_tracking.report(exc, event_type=event.type.value, key=event.idempotency_key)
         logger.exception("event_failed key=%s type=%s", event.idempotency_key, event.type)
         return Outcome(
             InboundEventStatus.FAILED,
@@ -184,6 +189,7 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
     With `replay`, a rejected row is judged again (the rules or the data may have changed);
     applied and ignored rows never run twice.
     """
+    started = time.perf_counter()
     parsed = parse_job(job)
     with transaction.atomic():
         claim = _claim(parsed, count_delivery=not replay, replay=replay)
@@ -197,13 +203,14 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
             )
             return status, None
         if not rerunnable:
+            metrics.record_event(_type_of(parsed), "duplicate")
             return status, None
         if isinstance(parsed, Rejection):
             outcome = Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(parsed.tenant_ref), parsed.reason)
         else:
             outcome = _apply(parsed, row_id)
         _finish(row_id, status=outcome.status, tenant_id=outcome.tenant_id, error=outcome.note)
-    _log_outcome(parsed, outcome)
+    _log_outcome(parsed, outcome, time.perf_counter() - started)
     return outcome.status, outcome
 
 
@@ -211,21 +218,26 @@ def _type_of(parsed: Event | Rejection) -> str:
     return parsed.type.value if isinstance(parsed, Event) else parsed.event_type
 
 
-def _log_outcome(parsed: Event | Rejection, outcome: Outcome) -> None:
+def _log_outcome(parsed: Event | Rejection, outcome: Outcome, seconds: float) -> None:
     # Ids only: emails and phone numbers are personal data and never reach the logs.
     event_type = _type_of(parsed)
+    metrics.record_event(event_type, outcome.status, seconds)
     level = (
         logging.INFO if outcome.status in (InboundEventStatus.APPLIED, InboundEventStatus.IGNORED) else logging.WARNING
     )
     logger.log(
         level,
-        "event_%s type=%s key=%s job=%s contact=%s reason=%s",
-        outcome.status,
-        event_type,
-        parsed.idempotency_key,
-        parsed.job.job_id,
-        parsed.contact_id,
-        outcome.note if outcome.status != InboundEventStatus.APPLIED else "",
+        f"event_{outcome.status}",
+        extra={
+            "event_type": event_type,
+            "key": parsed.idempotency_key,
+            "status": outcome.status,
+            "tenant": parsed.tenant_ref,
+            "job": parsed.job.job_id,
+            "contact": parsed.contact_id,
+            "reason": redact(outcome.note) if outcome.status != InboundEventStatus.APPLIED else "",
+            "duration_ms": round(seconds * 1000, 1),
+        },
     )
 
 
@@ -241,6 +253,7 @@ def process_batch(jobs: list[BridgedJob], *, replay: bool = False) -> BatchResul
         try:
             status, outcome = process_job(job, replay=replay)
         except TRANSIENT_ERRORS as exc:
+            metrics.record_event(str(job.get("name", "")), "transient")
             logger.warning("event_transient_error job=%s error=%s", job.get("id"), type(exc).__name__)
             result.transient.append((job, f"{type(exc).__name__}: {exc}"))
             continue

@@ -19,6 +19,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from messaging_events.connections import describe_error, mask_url, ping
 from messaging_events.models import ConflictState, InboundEvent, InboundEventStatus
 
 BULLMQ_STATES = ("waiting", "active", "delayed", "failed", "completed")
@@ -171,16 +172,19 @@ def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
     now = now or timezone.now()
     unreachable = []
     try:
+        # bullmq's client retries a refused connection for minutes; a plain ping answers at once.
+        ping(settings.BULLMQ_REDIS_URL)
         bullmq_counts, oldest_waiting = asyncio.run(asyncio.wait_for(_bullmq_figures(), BULLMQ_TIMEOUT_S))
     except (OSError, redis.RedisError, TimeoutError) as exc:
         bullmq_counts, oldest_waiting = dict.fromkeys(BULLMQ_STATES, 0), None
-        reason = f"no answer in {BULLMQ_TIMEOUT_S:.0f}s" if isinstance(exc, TimeoutError) else str(exc)[:200]
-        unreachable.append(f"cannot read the BullMQ queue: {type(exc).__name__}: {reason}")
+        reason = f"no answer in {BULLMQ_TIMEOUT_S:.0f}s" if isinstance(exc, TimeoutError) else describe_error(exc)
+        unreachable.append(f"cannot read the BullMQ queue at {mask_url(settings.BULLMQ_REDIS_URL)}: {reason}")
     try:
         depths = celery_queue_depths()
     except (OSError, redis.RedisError) as exc:
         depths = dict.fromkeys(settings.CELERY_QUEUE_NAMES, 0)
-        unreachable.append(f"cannot read the Celery broker: {type(exc).__name__}: {str(exc)[:200]}")
+        broker = mask_url(settings.CELERY_BROKER_URL)
+        unreachable.append(f"cannot read the Celery broker at {broker}: {describe_error(exc)}")
     status = BridgeStatus(
         bullmq_queue=settings.BULLMQ_QUEUE,
         bullmq=bullmq_counts,

@@ -138,10 +138,11 @@ def test_failed_publish_keeps_the_jobs_and_retries_with_capped_backoff(caplog: p
     assert batcher.publish_failures == 6
     assert batcher.published_jobs == 3
     assert batcher.published_batches == 1
-    messages = [r.getMessage() for r in caplog.records]
-    assert sum("broker_publish_failed queue=high jobs=3" in m for m in messages) == 6
-    assert "ConnectionError: broker unreachable" in messages[0]
-    assert any("broker_publish_recovered queue=high jobs=3" in m for m in messages)
+    failed = [r for r in caplog.records if r.getMessage() == "broker_publish_failed"]
+    assert [(r.queue, r.jobs) for r in failed] == [("high", 3)] * 6
+    assert "ConnectionError: broker unreachable" in failed[0].error
+    recovered = [r for r in caplog.records if r.getMessage() == "broker_publish_recovered"]
+    assert [(r.queue, r.jobs) for r in recovered] == [("high", 3)]
 
 
 def test_while_the_broker_is_down_jobs_stay_pending() -> None:
@@ -183,6 +184,7 @@ def test_flush_now_publishes_without_lingering() -> None:
 def _config(**changes: Any) -> BridgeConfig:
     base = {
         "redis_url": "redis://127.0.0.1:1/1",
+        "broker_url": "redis://127.0.0.1:1/0",
         "queue_name": "crm-events",
         "prefix": "bull",
         "batch_size": 10,
@@ -195,6 +197,7 @@ def _config(**changes: Any) -> BridgeConfig:
         "shutdown_timeout_s": 5.0,
         "stats_interval_s": 10.0,
         "keep_completed": 100,
+        "connection_check_s": 5.0,
     }
     return BridgeConfig(**{**base, **changes})
 
