@@ -4,6 +4,9 @@ Each scenario publishes a known stream with the real Node BullMQ client, injects
 real bridge and Celery workers are working, waits for quiescence and checks `assert_invariants`.
 """
 
+import base64
+import json
+import os
 import signal
 import time
 
@@ -12,6 +15,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from messaging_events.contract.jobs import parse_job
 from messaging_events.models import InboundEvent
 from tests.processes import (
     Processes,
@@ -91,34 +95,96 @@ def _worker_children(worker_pid: int) -> list[psutil.Process]:
     return psutil.Process(worker_pid).children(recursive=True)
 
 
+def _unacked() -> dict[str, list[str]]:
+    """Celery messages delivered to a worker and not yet acknowledged: delivery tag → event keys."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        raw = client.hgetall("unacked")
+    finally:
+        client.close()
+    stranded = {}
+    for tag, value in raw.items():
+        message, _exchange, _routing_key = json.loads(value)
+        if message.get("headers", {}).get("task") != "messaging_events.apply_event_batch":
+            continue  # e.g. unpark_contact_events, which carries contact ids
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, kwargs, _embed = json.loads(body)
+        jobs = args[0] if args else kwargs["jobs"]
+        stranded[tag.decode()] = [parse_job(job).idempotency_key for job in jobs]
+    return stranded
+
+
+def _newest_delivery_age() -> float:
+    """Seconds since the most recent delivery of a still-unacknowledged message."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        newest = client.zrange("unacked_index", -1, -1, withscores=True)
+    finally:
+        client.close()
+    return time.time() - newest[0][1] if newest else float("inf")
+
+
+def _recorded(keys: list[str]) -> bool:
+    """Every one of these events has an inbox row with its outcome."""
+    rows = InboundEvent.objects.filter(idempotency_key__in=keys).exclude(status="received")
+    return rows.count() == len(set(keys))
+
+
+def _keys(messages: dict[str, list[str]]) -> list[str]:
+    return [key for keys in messages.values() for key in keys]
+
+
 def test_worker_child_and_main_process_killed_with_sigkill_mid_batch(processes: Processes) -> None:
     stream = known_stream("wk", 150)
     worker = processes.start_worker(env=WORKER_ENV)
     processes.start_bridge(env=BRIDGE_ENV)
     publish_jobs(stream.jobs)
 
-    wait_until(lambda: applied_count("wk") >= 80, 60)
-    celery_queued_at_child_kill = sum(celery_queue_depths().values())
-    _worker_children(worker.pid)[0].kill()  # one prefork child dies mid-batch
-    baseline = applied_count("wk")
-    child_recovery = _progress_after("wk", baseline)
-
-    wait_until(lambda: applied_count("wk") >= 300, 90)
-    unacked_at_kill = InboundEvent.objects.filter(idempotency_key__startswith="wk-").count()
-    worker.kill()  # the whole worker node: main process and children
-    baseline = applied_count("wk")
+    # 1. One prefork child dies mid-batch: the main process sees the loss and, with acks_late and
+    # reject_on_worker_lost, rejects the message with requeue; another child runs it again.
+    wait_until(lambda: applied_count("wk") >= 80 and len(_unacked()) >= 2, 60, interval=0.02)
+    at_child_kill = _unacked()
+    celery_queued = sum(v for k, v in celery_queue_depths().items() if k != "unacked")
+    _worker_children(worker.pid)[0].kill()
     killed_at = time.monotonic()
+    worker.wait_for_output("WorkerLostError", timeout=30)
+    wait_until(lambda: _recorded(_keys(at_child_kill)), 60, interval=0.05, message="the lost batch to run again")
+    child_recovery = time.monotonic() - killed_at
+    assert worker.alive
+
+    # 2. The worker's main process dies (SIGKILL, no warm shutdown): what it had taken stays in
+    # kombu's `unacked` hash. A worker that starts once those messages are older than the
+    # visibility timeout restores them to their queues (kombu's restore_visible at poll start).
+    wait_until(lambda: applied_count("wk") >= 300 and len(_unacked()) >= 2, 90, interval=0.02)
+    os.kill(worker.pid, signal.SIGKILL)  # the main process only: its pool children are orphaned
+    worker.popen.wait(10)
+    killed_at = time.monotonic()
+    at_node_kill = _unacked()
+    assert at_node_kill, "the killed worker held unacknowledged messages"
+    in_flight_events = len(_keys(at_node_kill))
+    # An orphaned child may still finish its batch; it can no longer acknowledge it.
+    wait_until(lambda: _newest_delivery_age() > int(WORKER_ENV["CELERY_VISIBILITY_TIMEOUT"]) + 0.5, 30)
     processes.start_worker("worker-2", env=WORKER_ENV)
-    node_recovery = _progress_after("wk", baseline, timeout=90) + (time.monotonic() - killed_at)
+    wait_until(lambda: _recorded(_keys(at_node_kill)), 60, interval=0.05, message="the stranded batches to run again")
+    node_recovery = time.monotonic() - killed_at
+
     settle(timeout=180)
     assert_invariants(stream)
+    redelivered = InboundEvent.objects.filter(idempotency_key__in=_keys(at_child_kill) + _keys(at_node_kill))
+    assert set(redelivered.values_list("status", flat=True)) == {"applied"}
     report(
         "worker kill -9",
         events=stream.size,
+        celery_queued_at_child_kill=celery_queued,
+        unacked_at_child_kill=len(at_child_kill),
         child_recovery_s=round(child_recovery, 2),
+        unacked_messages_at_node_kill=len(at_node_kill),
+        events_in_unacked_messages=in_flight_events,
+        events_delivered_twice=redelivered.filter(deliveries__gte=2).count(),
         node_recovery_s=round(node_recovery, 2),
-        inbox_rows_at_node_kill=unacked_at_kill,
-        celery_queued_at_child_kill=celery_queued_at_child_kill,
+        visibility_timeout_s=int(WORKER_ENV["CELERY_VISIBILITY_TIMEOUT"]),
     )
 
 
@@ -135,6 +201,8 @@ def test_sigterm_with_work_in_flight_shuts_down_cleanly(processes: Processes) ->
     started = time.monotonic()
     assert worker.stop(timeout=60, sig=signal.SIGTERM) == 0
     worker_s = time.monotonic() - started
+    # Warm shutdown: running batches finished and were acknowledged, prefetched ones restored.
+    assert celery_queue_depths()["unacked"] == 0, "a clean worker shutdown leaves nothing unacknowledged"
 
     processes.start_worker("worker-2", env=WORKER_ENV)
     processes.start_bridge("bridge-2", env=BRIDGE_ENV)
@@ -204,6 +272,8 @@ def test_postgres_restart_mid_stream_retries_and_fails_nothing(processes: Proces
     recovery = _progress_after("pr", baseline, timeout=120) if baseline < stream.size else 0.0
     settle(timeout=240)
     assert bridge.alive and worker.alive
+    retries = worker.output().count("batch_retry")
+    assert "event_transient_error" in worker.output() and retries, "the outage hit events in flight"
     assert not InboundEvent.objects.filter(status="failed").exists()
     assert_invariants(stream)
     report(
@@ -211,6 +281,7 @@ def test_postgres_restart_mid_stream_retries_and_fails_nothing(processes: Proces
         events=stream.size,
         in_flight=in_flight,
         outage_s=round(outage_s, 1),
+        batch_retries=retries,
         recovery_after_restart_s=round(recovery, 2),
     )
 
@@ -240,3 +311,4 @@ def test_a_poison_job_is_rejected_and_the_stream_goes_on(processes: Processes) -
     assert "payload.tenantId" in rejected.error and "payload.contactId" in rejected.error
     assert_invariants(stream)
     assert stream.size == EVENTS_PER_CONTACT * 50
+    report("poison job", events=stream.size, poison_reason=rejected.error[:200])
