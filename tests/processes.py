@@ -205,6 +205,10 @@ def bridge_command(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "manage.py"), "run_bridge", *args]
 
 
+def beat_command(schedule_path: Path) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(schedule_path), "--loglevel=INFO"]
+
+
 def worker_command(
     *, concurrency: int = 2, queues: str = "high,normal,low", pool: str = "prefork", hostname: str | None = None
 ) -> list[str]:
@@ -285,6 +289,25 @@ class Processes:
         proc = self.start(name, worker_command(concurrency=concurrency, queues=queues, pool=pool), merged)
         if wait:
             proc.wait_for_output(" ready.", timeout)
+        return proc
+
+    def start_beat(
+        self,
+        name: str = "beat",
+        *,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+        timeout: float = 45.0,
+    ) -> ManagedProcess:
+        """`celery -A config beat`: the production beat schedule (parked-event sweep, score refresh).
+
+        Give short `PARKED_SWEEP_INTERVAL_S` / `ENGAGEMENT_SWEEP_INTERVAL_S` in `env` to see it act
+        within a test. With `wait`, returns once beat is running its schedule.
+        """
+        schedule = self.log_dir / f"beat-schedule-{uuid.uuid4().hex[:8]}"
+        proc = self.start(name, beat_command(schedule), env)
+        if wait:
+            proc.wait_for_output("beat: Starting", timeout)
         return proc
 
     def stop_all(self, timeout: float = 20.0) -> dict[str, int]:

@@ -113,14 +113,21 @@ def test_schedule_at_most_once_per_window(broker_redis, monkeypatch) -> None:
     assert all(call == {"countdown": 0.5, "queue": "low"} for call in calls)
 
 
-def test_broken_redis_never_fails_the_event(monkeypatch) -> None:
+def test_broken_redis_never_fails_the_event(monkeypatch, caplog, django_capture_on_commit_callbacks) -> None:
     class Broken:
         def set(self, *args, **kwargs):
             raise ConnectionError("down")
 
     monkeypatch.setattr(engagement, "_redis", lambda: Broken())
     monkeypatch.setattr(engagement, "_scheduled_until", 0.0)
-    engagement.engagement_refresh_schedule()  # logged; the beat schedule drains the rows anyway
+    profile = _profile()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        engagement_refresh_request(profile_id=profile.pk)  # as an engagement event does
+    assert len(callbacks) == 1  # the schedule ran after commit and did not raise
+    # The request stays for the beat schedule's drain, and the next event tries to schedule again.
+    assert list(PendingScoreRefresh.objects.values_list("profile_id", flat=True)) == [profile.pk]
+    assert engagement._scheduled_until == 0.0
+    assert "engagement_refresh_schedule_failed error=ConnectionError" in caplog.text
 
 
 def test_task_is_routed_to_low_and_beat_names_it() -> None:

@@ -71,5 +71,10 @@ def test_everything_moves_and_bounces_combine() -> None:
     assert merged.data["moved"]["interactions"] == 3
     assert Activity.objects.filter(profile=profile, type=ActivityType.EMAIL_CLICKED).count() == 1
     assert not Activity.objects.exclude(profile=profile).exists()
-    assert profile.engagement_score > 0  # recomputed with the moved click
+    # recomputed with the moved click (15 points at at(5)), the only engagement activity
+    age_days = (profile.engagement_scored_at - at(5)).total_seconds() / 86400
+    assert profile.engagement_score == pytest.approx(15 * 0.5 ** (age_days / 30), abs=1e-4)
+    assert profile.engagement_breakdown["types"] == {
+        "EMAIL_CLICKED": {"count": 1, "weight": 15.0, "points": profile.engagement_score}
+    }
     assert not PendingScoreRefresh.objects.filter(profile_id=stub.pk).exists()

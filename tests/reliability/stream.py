@@ -15,7 +15,6 @@ from django.db import connection
 
 from crm.models import Activity, ActivityType, CampaignInteraction, ContactLink, InteractionType, Profile
 from messaging_events.models import InboundEvent
-from messaging_events.services import parking
 from tests.factories import contact_created_job, email_opened_job, message_delivered_job, message_sent_job
 from tests.processes import ROOT, bullmq_counts, celery_queue_depths, wait_for_quiescence
 
@@ -68,12 +67,24 @@ def known_stream(prefix: str, contacts: int) -> Stream:
     return stream
 
 
-def settle(timeout: float = 120.0) -> None:
-    """Quiescence, then the periodic sweep beat runs in production (parked events whose contact is
-    now known), then quiescence again."""
-    wait_for_quiescence(timeout=timeout, stable_s=1.5)
-    parking.sweep()
-    wait_for_quiescence(timeout=timeout, stable_s=1.0)
+# Beat with short intervals: its sweep re-applies parked events whose contact became known, the
+# safety net behind the unpark the workers schedule themselves when an event links a contact.
+BEAT_ENV = {"PARKED_SWEEP_INTERVAL_S": "5", "ENGAGEMENT_SWEEP_INTERVAL_S": "10"}
+
+
+def settle(timeout: float = 180.0) -> None:
+    """Wait for quiescence with no event left parked. Nothing here applies an event: the workers
+    unpark by themselves and the test's beat process (`BEAT_ENV`) sweeps, as in production."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_for_quiescence(timeout=max(1.0, deadline - time.monotonic()), stable_s=1.5)
+        parked = list(InboundEvent.objects.filter(status="parked").values_list("idempotency_key", flat=True)[:5])
+        if not parked:
+            wait_for_quiescence(timeout=max(1.0, deadline - time.monotonic()), stable_s=1.0)
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"events still parked after {timeout}s (is beat running?): {parked}")
+        time.sleep(0.5)
 
 
 def assert_invariants(stream: Stream, *, deliveries: int | None = None) -> None:

@@ -5,8 +5,13 @@ import pytest
 
 from crm.models import Activity, CampaignInteraction, ConsentChange, Profile, Tenant
 from messaging_events.models import InboundEvent
-from tests.factories import contact_preference_updated_job, message_sent_job
-from tests.processes import Processes, publish_jobs
+from tests.factories import (
+    contact_created_job,
+    contact_preference_updated_job,
+    contact_updated_job,
+    message_sent_job,
+)
+from tests.processes import Processes, publish_jobs, worker_command
 from tests.reliability.stream import TENANT, assert_invariants, known_stream, settle
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(300)]
@@ -52,21 +57,49 @@ def test_an_event_naming_another_tenant_for_a_linked_contact_changes_nothing(pro
 
 
 def _forms(email: str, phone: str) -> set[str]:
+    """The spellings a leak could take: as sent, normalised, E.164, digits only, national, international."""
     number = phonenumbers.parse(phone, "ZA")
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return {
         email,
+        email.lower(),
         email.upper(),
         email.split("@")[0] + "@",
         phone,
-        phone.lstrip("+"),
+        e164,
+        e164.lstrip("+"),
+        "".join(ch for ch in phone if ch.isdigit()),
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL),
         phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL).replace(" ", ""),
         phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
     }
 
 
+def _raw_spellings() -> tuple[list[dict], list[tuple[str, str]]]:
+    """Contacts created with raw spellings a producer might send (national numbers with spaces,
+    mixed-case emails), then updated to new addresses; and one phone number the contract refuses."""
+    jobs, people = [], []
+    for i in range(5):
+        email, phone = f"Raw.Person{i}@Example.COM", f"082 555 {i:04d}"
+        new_email, new_phone = f"raw.changed{i}@example.org", f"+27 83 555 {i:04d}"
+        people += [(email, phone), (new_email, new_phone)]
+        jobs.append(
+            contact_created_job(
+                contact_id=f"raw-c{i}", tenant_id=TENANT, event_id=f"raw-created-{i}", email=email, phone=phone
+            )
+        )
+        jobs.append(
+            contact_updated_job(
+                contact_id=f"raw-c{i}", tenant_id=TENANT, event_id=f"raw-updated-{i}", email=new_email, phone=new_phone
+            )
+        )
+    jobs.append(contact_updated_job(contact_id="raw-c0", tenant_id=TENANT, event_id="bad-phone", phone="+27 82 99"))
+    return [{"name": job["name"], "data": job["data"]} for job in jobs], people
+
+
 def test_logs_of_a_full_run_never_contain_emails_or_phone_numbers(processes: Processes) -> None:
     stream = known_stream("pii", 30)
-    bad = {
+    bad_email = {
         "name": "contact.created",
         "data": {
             "payload": {
@@ -77,20 +110,28 @@ def test_logs_of_a_full_run_never_contain_emails_or_phone_numbers(processes: Pro
             }
         },
     }
-    worker = processes.start_worker(env={"LOG_LEVEL": "INFO"})
+    raw_jobs, raw_people = _raw_spellings()
+    # Everything at DEBUG: the worker's root logger follows --loglevel, the bridge's LOG_LEVEL.
+    args = ["--loglevel=DEBUG" if arg == "--loglevel=INFO" else arg for arg in worker_command()]
+    worker = processes.start("worker", args, {"LOG_LEVEL": "DEBUG"})
+    worker.wait_for_output(" ready.", 45)
     bridge = processes.start_bridge(env={"LOG_LEVEL": "DEBUG", "BRIDGE_STATS_INTERVAL_S": "1"})
-    publish_jobs([*stream.jobs, bad])
+    publish_jobs([*stream.jobs, bad_email])
+    publish_jobs(raw_jobs)
     settle()
     assert_invariants(stream)
     assert InboundEvent.objects.get(idempotency_key="bad-pii").status == "rejected"
+    assert InboundEvent.objects.get(idempotency_key="bad-phone").status == "rejected"
+    raw_keys = [job["data"]["payload"]["eventId"] for job in raw_jobs[:-1]]
+    assert set(InboundEvent.objects.filter(idempotency_key__in=raw_keys).values_list("status", flat=True)) == {
+        "applied"
+    }
 
     logs = bridge.output() + worker.output()
     assert "event_applied" in logs and "event_rejected" in logs, "the run really was logged"
-    leaked = sorted(
-        form
-        for email, phone in zip(stream.emails, stream.phones, strict=True)
-        for form in _forms(email, phone)
-        if form in logs
-    )
+    assert " DEBUG " in bridge.output() and " DEBUG " in worker.output(), "both logged at DEBUG"
+    people = [*zip(stream.emails, stream.phones, strict=True), *raw_people]
+    leaked = sorted(form for email, phone in people for form in _forms(email, phone) if form in logs)
     assert not leaked, f"personal data in the logs: {leaked[:5]}"
-    assert "pii.bad@" not in logs
+    for refused in ("pii.bad@", "+27 82 99"):
+        assert refused not in logs

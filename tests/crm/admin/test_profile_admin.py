@@ -265,8 +265,12 @@ def test_recompute_engagement_score_action_really_recomputes(world: World, clien
         {"action": "recompute_engagement_score", "_selected_action": [world.alice.pk]},
     )
     world.alice.refresh_from_db()
-    assert world.alice.engagement_scored_at is not None
-    assert world.alice.engagement_score != 99.0
+    # Alice has one EMAIL_OPENED (5 points) at BASE_TIME, halved every 30 days until the recompute.
+    age_days = (world.alice.engagement_scored_at - BASE_TIME).total_seconds() / 86400
+    assert world.alice.engagement_score == pytest.approx(5 * 0.5 ** (age_days / 30), abs=1e-4)
+    assert world.alice.engagement_breakdown["types"] == {
+        "EMAIL_OPENED": {"count": 1, "weight": 5.0, "points": world.alice.engagement_score}
+    }
 
 
 @pytest.mark.django_db

@@ -1,0 +1,145 @@
+"""Two workers at the same moment, as two database connections in threads: the same event delivered
+twice, two events upserting one interaction, and a consent change racing a merge."""
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+
+from crm.models import Activity, ActivityType, CampaignInteraction, ConsentChange, ContactLink, InteractionType, Profile
+from messaging_events import handlers
+from messaging_events.contract.routing import EventType
+from messaging_events.models import InboundEvent
+from tests.factories import (
+    at,
+    contact_created_job,
+    contact_preference_updated_job,
+    contact_updated_job,
+    email_opened_job,
+    process,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _at_once(*calls: Callable[[], object]) -> list[object]:
+    """Run the calls in threads released together; each thread has its own connection."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(n: int, call: Callable[[], object]) -> None:
+        try:
+            barrier.wait()
+            results[n] = call()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(n, call)) for n, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return results
+
+
+def test_the_same_event_delivered_twice_at_the_same_moment_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    process(contact_created_job(contact_id="c-dup", email="dup@example.com", timestamp=at(0)))
+    real = handlers.HANDLERS[EventType.EMAIL_OPENED]
+    runs: list[str] = []
+
+    def slow_open(event, row):
+        runs.append(event.idempotency_key)
+        time.sleep(0.3)  # hold the claimed row's lock while the other delivery arrives
+        return real(event, row)
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.EMAIL_OPENED, slow_open)
+    job = email_opened_job(contact_id="c-dup", message_id="m-dup", event_id="open-dup")
+
+    assert _at_once(lambda: process(job), lambda: process(job)) == ["applied", "applied"]
+
+    assert runs == ["open-dup"], "the second delivery waited on the row lock and found it final"
+    row = InboundEvent.objects.get(idempotency_key="open-dup")
+    assert (row.status, row.deliveries, row.attempts) == ("applied", 2, 1)
+    assert Activity.objects.filter(type=ActivityType.EMAIL_OPENED).count() == 1
+    assert CampaignInteraction.objects.get(message_id="m-dup", type=InteractionType.OPENED).count == 1
+
+
+def test_two_events_upserting_one_interaction_at_once_both_count() -> None:
+    process(contact_created_job(contact_id="c-int", email="int@example.com", timestamp=at(0)))
+    for round_ in range(5):
+        message = f"m-int-{round_}"
+        first = email_opened_job(contact_id="c-int", message_id=message, opened_at=at(10), event_id=f"{message}-a")
+        second = email_opened_job(contact_id="c-int", message_id=message, opened_at=at(20), event_id=f"{message}-b")
+
+        assert _at_once(lambda a=first: process(a), lambda b=second: process(b)) == ["applied", "applied"]
+
+        interaction = CampaignInteraction.objects.get(message_id=message, type=InteractionType.OPENED)
+        assert (interaction.count, interaction.first_at, interaction.last_at) == (2, at(10), at(20))
+    assert Activity.objects.filter(type=ActivityType.EMAIL_OPENED).count() == 10
+
+
+def _consent_state(tenant: str) -> dict:
+    profiles = Profile.objects.filter(tenant__external_id=tenant)
+    profile = profiles.get()  # the stub was merged: one person, one profile
+    return {
+        "contacts": sorted(ContactLink.objects.filter(profile=profile).values_list("messaging_contact_id", flat=True)),
+        "opt_ins": (profile.email_opt_in, profile.sms_opt_in),
+        "ledger": sorted(
+            (c.channel, c.opted_in, c.occurred_at.isoformat(), c.source)
+            for c in ConsentChange.objects.filter(profile=profile)
+        ),
+    }
+
+
+def _merge_and_consent_jobs(tenant: str) -> tuple[list[dict], list[dict]]:
+    """Ann is known as c1; c2 exists only as a stub (an update with her phone). Then, together:
+    c2's contact.created (same email: the stub merges into Ann) and an opt-in change on c1."""
+    setup = [
+        contact_created_job(
+            contact_id=f"{tenant}-c1", tenant_id=tenant, email="ann@example.com", phone=None, timestamp=at(0)
+        ),
+        contact_updated_job(
+            contact_id=f"{tenant}-c2", tenant_id=tenant, phone="+27821110002", email_opt_in=False, timestamp=at(5)
+        ),
+    ]
+    racing = [
+        contact_created_job(
+            contact_id=f"{tenant}-c2",
+            tenant_id=tenant,
+            email="ann@example.com",
+            phone=None,
+            sms_opt_in=True,
+            timestamp=at(3),
+        ),
+        contact_preference_updated_job(
+            contact_id=f"{tenant}-c1", tenant_id=tenant, email_opt_in=True, timestamp=at(10)
+        ),
+    ]
+    return setup, racing
+
+
+def test_a_consent_change_racing_a_merge_ends_as_if_applied_one_after_the_other() -> None:
+    setup, racing = _merge_and_consent_jobs("t-seq")
+    for job in [*setup, *racing]:
+        assert process(job) == "applied"
+    sequential = _consent_state("t-seq")
+    assert sequential["opt_ins"] == (True, True)  # the opt-in at 10 beats c2's opt-out at 5
+
+    for round_ in range(5):
+        tenant = f"t-race-{round_}"
+        setup, racing = _merge_and_consent_jobs(tenant)
+        for job in setup:
+            process(job)
+
+        assert _at_once(*[lambda j=job: process(j) for job in racing]) == ["applied", "applied"]
+
+        state = _consent_state(tenant)
+        assert state["opt_ins"] == sequential["opt_ins"], round_
+        assert state["ledger"] == sequential["ledger"], round_
+        assert [c.removeprefix(f"{tenant}-") for c in state["contacts"]] == ["c1", "c2"]
