@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm', '0003_profile_consent_reports'),
+        ('crm', '0005_profile_consent_reports'),
         ('messaging_events', '0001_initial'),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm', '0002_initial'),
+        ('crm', '0004_pending_score_refresh_plural'),
     ]
 
     operations = [
