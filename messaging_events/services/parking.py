@@ -16,10 +16,17 @@ SWEEP_BATCH = 500
 
 
 def schedule_unpark(contact_ids: list[str]) -> None:
+    """Ask for these contacts' parked events to be re-applied. Never raises: it runs after the batch's
+    commits, where an error would fail the task and lose the retry of its transiently failed events;
+    the periodic sweep re-applies what a failed schedule leaves parked."""
     from messaging_events.tasks import unpark_contact_events
 
-    if InboundEvent.objects.filter(status=InboundEventStatus.PARKED, messaging_contact_id__in=contact_ids).exists():
-        unpark_contact_events.apply_async(args=[contact_ids], queue="high")
+    try:
+        parked = InboundEvent.objects.filter(status=InboundEventStatus.PARKED, messaging_contact_id__in=contact_ids)
+        if parked.exists():
+            unpark_contact_events.apply_async(args=[contact_ids], queue="high")
+    except Exception as exc:
+        logger.warning("unpark_schedule_failed contacts=%d error=%s", len(contact_ids), type(exc).__name__)
 
 
 def unpark_contacts(contact_ids: list[str]) -> int:

@@ -5,7 +5,8 @@ duplicates, parked, rejected, and a poisoned event that falls back to the per-ev
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import OperationalError, transaction
+from django.test import override_settings
 
 from crm.models import (
     Activity,
@@ -16,7 +17,7 @@ from crm.models import (
 )
 from crm.services import engagement
 from messaging_events.models import InboundEvent
-from messaging_events.services import batch_apply, inbox
+from messaging_events.services import batch_apply, inbox, parking
 from messaging_events.services.parking import unpark_contacts
 from messaging_events.tasks import apply_event_batch
 from tests.factories import (
@@ -283,3 +284,51 @@ def test_engagement_refresh_is_scheduled_once_per_batch_after_commit(
         callback()
     assert len(calls) == 1
     assert PendingScoreRefresh.objects.count() == 3
+
+
+class _DownInbox:
+    """Stands for `InboundEvent` in `parking` while the database is down."""
+
+    class objects:
+        @staticmethod
+        def filter(**kwargs):
+            raise OperationalError("server closed the connection unexpectedly")
+
+
+@override_settings(EVENT_TASK_MAX_RETRIES=3)
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_after_a_contact_links_still_retries_the_batchs_message_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The contact commits, then the database goes away for the rest of the batch: the message event
+    must be retried, not dropped because scheduling the contact's parked events failed as well."""
+    real_process_batch = inbox.process_batch
+    outage = {"on": True}
+
+    def set_based_down(claims):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    def per_event(jobs, **kwargs):
+        if outage["on"] and jobs and all(job["name"] == "message.sent" for job in jobs):  # the fallback, still down
+            outage["on"] = False
+            monkeypatch.setattr(batch_apply, "_apply_claims", real_apply_claims)
+            monkeypatch.setattr(parking, "InboundEvent", _DownInbox)
+            result = inbox.BatchResult()
+            result.transient.extend((job, "OperationalError: server closed the connection") for job in jobs)
+            return result
+        monkeypatch.setattr(parking, "InboundEvent", InboundEvent)
+        return real_process_batch(jobs, **kwargs)
+
+    real_apply_claims = batch_apply._apply_claims
+    monkeypatch.setattr(batch_apply, "_apply_claims", set_based_down)
+    monkeypatch.setattr(inbox, "process_batch", per_event)
+    jobs = [
+        contact_created_job(contact_id="c-out", email="out@example.com", timestamp=at(-1)),
+        message_sent_job(contact_id="c-out", message_id="m-out", event_id="s-out"),
+    ]
+    assert apply_event_batch.apply(args=[jobs]).get() == {"applied": 1}  # the retry, carrying the send
+    assert not outage["on"]
+    assert sorted(InboundEvent.objects.values_list("event_type", "status")) == [
+        ("contact.created", "applied"),
+        ("message.sent", "applied"),
+    ]
