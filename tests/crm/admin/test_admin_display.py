@@ -69,3 +69,11 @@ def test_demo_creates_two_segments_per_tenant_once(db) -> None:
     assert names == sorted(rules["name"] for rules in DEMO_SEGMENTS) == ["Email opted in", "Engaged last 30 days"]
     engaged = Segment.objects.get(tenant__external_id="demo-tenant-b", name="Engaged last 30 days")
     assert (engaged.min_engagement_score, engaged.required_consent_channel) == (1.0, "")
+
+
+def test_profile_page_shows_every_time_humanised(world: World, client_a: Client) -> None:
+    html = client_a.get(reverse("admin:crm_profile_change", args=[world.alice.pk])).content.decode()
+    # The consent summary, ledger, timeline, interactions, attributions and segments all carry times.
+    assert html.count("<time datetime=") >= 8
+    assert ", 2025, " not in html  # Django's default "March 1, 2025, noon" rendering
+    assert "EMAIL_OPENED:</dt>" in html  # the score breakdown as a key-value list

@@ -89,7 +89,13 @@ def test_pipeline_page_and_rejected_list(page: Page, world: World) -> None:
     assert page.console_errors == []
 
 
-def test_profile_page(page: Page, world: World) -> None:
+def test_profile_list_and_page(page: Page, world: World) -> None:
+    page.goto("/admin/crm/profile/")
+    page.wait_for_selector("#result_list")
+    last_column = page.locator("#result_list thead th").last.bounding_box()
+    assert last_column is not None and last_column["x"] + last_column["width"] <= VIEWPORT["width"], last_column
+    assert page.locator("#result_list td.field-consent_summary").first.inner_text() == "email ✓ sms ?"
+
     page.goto(f"/admin/crm/profile/{world.alice.pk}/change/")
     page.wait_for_selector("#content-main")
     assert page.get_by_text("alice@acme.example").first.is_visible()
