@@ -117,6 +117,13 @@ class ScopedModelAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_per_page = 100
 
 
+class WideListMixin:
+    """Lists whose every column must show at 1280 px: the app sidebar gives its width to the list."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
+
+
 class EventDerivedAdmin(ReadOnlyForStaffMixin, ScopedModelAdmin):
     """Rows written by the event handlers: staff read them, only superusers may correct them."""
 
@@ -317,7 +324,7 @@ PROFILE_TIMES = {
 
 
 @admin.register(Profile)
-class ProfileAdmin(ScopedModelAdmin):
+class ProfileAdmin(WideListMixin, ScopedModelAdmin):
     form = ProfileAdminForm
     list_display = (
         "__str__",
