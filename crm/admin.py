@@ -118,6 +118,13 @@ class ScopedModelAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_per_page = 100
 
 
+class WideListMixin:
+    """Lists whose every column must show at 1280 px: the app sidebar gives its width to the list."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
+
+
 class EventDerivedAdmin(ReadOnlyForStaffMixin, ScopedModelAdmin):
     """Rows written by the event handlers: staff read them, only superusers may correct them."""
 
@@ -165,7 +172,7 @@ class ReadOnlyInline(TenantScopedAdminMixin, admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(ReadOnlyForStaffMixin, ScopedModelAdmin):
-    list_display = ("name", "external_id", "created_at")
+    list_display = ("name", "external_id", when_column("created_at", "created"))
     search_fields = ("name", "external_id")
     ordering = ("name", "external_id")
     filter_horizontal = ("staff",)
@@ -203,7 +210,7 @@ class ProfileAdminForm(forms.ModelForm):
 
 class ContactLinkInline(ReadOnlyInline):
     model = ContactLink
-    fields = ("messaging_contact_id", "created_at")
+    fields = ("messaging_contact_id", when_column("created_at", "linked"))
     readonly_fields = fields
     ordering = ("created_at",)
     verbose_name_plural = "Messaging contact ids"
@@ -211,7 +218,7 @@ class ContactLinkInline(ReadOnlyInline):
 
 class MarketingConsentInline(ReadOnlyInline):
     model = MarketingConsent
-    fields = ("channel", "opted_in", "changed_at", "source")
+    fields = ("channel", "opted_in", when_column("changed_at", "decided"), "source")
     readonly_fields = fields
     ordering = ("channel",)
     verbose_name_plural = "Consent state (current, per channel)"
@@ -219,7 +226,16 @@ class MarketingConsentInline(ReadOnlyInline):
 
 class ConsentChangeInline(ReadOnlyInline):
     model = ConsentChange
-    fields = ("occurred_at", "channel", "opted_in", "source", "superseded", "actor", "lawful_basis", "recorded_at")
+    fields = (
+        when_column("occurred_at", "occurred"),
+        "channel",
+        "opted_in",
+        "source",
+        "superseded",
+        "actor",
+        "lawful_basis",
+        when_column("recorded_at", "recorded"),
+    )
     readonly_fields = fields
     ordering = ("-occurred_at", "-tiebreak")
     select_related = ("actor",)
@@ -228,7 +244,7 @@ class ConsentChangeInline(ReadOnlyInline):
 
 class ActivityInline(ReadOnlyInline):
     model = Activity
-    fields = ("occurred_at", "type", "data_preview")
+    fields = (when_column("occurred_at", "occurred"), "type", "data_preview")
     readonly_fields = fields
     ordering = ("-occurred_at", "-id")
     verbose_name_plural = f"Timeline (latest {INLINE_ROW_LIMIT} activities)"
@@ -240,7 +256,15 @@ class ActivityInline(ReadOnlyInline):
 
 class CampaignInteractionInline(ReadOnlyInline):
     model = CampaignInteraction
-    fields = ("last_at", "type", "message_id", "campaign_id", "channel", "count", "first_at")
+    fields = (
+        when_column("last_at", "last"),
+        "type",
+        "message_id",
+        "campaign_id",
+        "channel",
+        "count",
+        when_column("first_at", "first"),
+    )
     readonly_fields = fields
     ordering = ("-last_at", "-id")
     verbose_name_plural = f"Campaign interactions (latest {INLINE_ROW_LIMIT})"
@@ -248,7 +272,15 @@ class CampaignInteractionInline(ReadOnlyInline):
 
 class AttributionEventInline(ReadOnlyInline):
     model = AttributionEvent
-    fields = ("occurred_at", "campaign_id", "message_id", "link_url", "utm_source", "utm_medium", "utm_campaign")
+    fields = (
+        when_column("occurred_at", "occurred"),
+        "campaign_id",
+        "message_id",
+        "link_url",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+    )
     readonly_fields = fields
     ordering = ("-occurred_at", "-id")
     verbose_name_plural = f"Attributions (latest {INLINE_ROW_LIMIT})"
@@ -256,7 +288,7 @@ class AttributionEventInline(ReadOnlyInline):
 
 class SegmentMembershipInline(ReadOnlyInline):
     model = SegmentMembership
-    fields = ("segment", "added_at")
+    fields = ("segment", when_column("added_at", "added"))
     readonly_fields = fields
     ordering = ("segment__name",)
     select_related = ("segment",)
@@ -278,8 +310,22 @@ class StaffConsentForm(forms.Form):
     )
 
 
+# The profile's own times, humanised; one callable each, so that fieldsets and readonly_fields name the same one.
+PROFILE_TIMES = {
+    name: when_column(name, name.removesuffix("_at").replace("_", " "))
+    for name in (
+        "engagement_scored_at",
+        "last_message_at",
+        "last_activity_at",
+        "last_email_open_at",
+        "created_at",
+        "updated_at",
+    )
+}
+
+
 @admin.register(Profile)
-class ProfileAdmin(ScopedModelAdmin):
+class ProfileAdmin(WideListMixin, ScopedModelAdmin):
     form = ProfileAdminForm
     list_display = (
         "__str__",
@@ -310,23 +356,48 @@ class ProfileAdmin(ScopedModelAdmin):
         "is_stub",
         "consent_state",
         "engagement_score",
-        "engagement_scored_at",
+        PROFILE_TIMES["engagement_scored_at"],
         "engagement_breakdown_table",
-        "last_message_at",
-        "last_activity_at",
-        "last_email_open_at",
+        PROFILE_TIMES["last_message_at"],
+        PROFILE_TIMES["last_activity_at"],
+        PROFILE_TIMES["last_email_open_at"],
         "related_lists",
         "field_sources_table",
-        "created_at",
-        "updated_at",
+        PROFILE_TIMES["created_at"],
+        PROFILE_TIMES["updated_at"],
     )
     fieldsets = (
         (None, {"fields": ("tenant", "first_name", "last_name", "email", "phone", "is_stub")}),
         ("Verification", {"fields": ("email_verified", "phone_verified")}),
         ("Consent", {"fields": ("consent_state",)}),
-        ("Engagement", {"fields": ("engagement_score", "engagement_scored_at", "engagement_breakdown_table")}),
-        ("Activity", {"fields": ("last_message_at", "last_activity_at", "last_email_open_at", "related_lists")}),
-        ("Provenance", {"fields": ("field_sources_table", "created_at", "updated_at"), "classes": ("collapse",)}),
+        (
+            "Engagement",
+            {
+                "fields": (
+                    "engagement_score",
+                    PROFILE_TIMES["engagement_scored_at"],
+                    "engagement_breakdown_table",
+                )
+            },
+        ),
+        (
+            "Activity",
+            {
+                "fields": (
+                    PROFILE_TIMES["last_message_at"],
+                    PROFILE_TIMES["last_activity_at"],
+                    PROFILE_TIMES["last_email_open_at"],
+                    "related_lists",
+                )
+            },
+        ),
+        (
+            "Provenance",
+            {
+                "fields": ("field_sources_table", PROFILE_TIMES["created_at"], PROFILE_TIMES["updated_at"]),
+                "classes": ("collapse",),
+            },
+        ),
     )
     inlines = (
         ContactLinkInline,
@@ -505,7 +576,7 @@ class ProfileAdmin(ScopedModelAdmin):
 
 @admin.register(ContactLink)
 class ContactLinkAdmin(EventDerivedAdmin):
-    list_display = ("messaging_contact_id", "profile", "tenant", "created_at")
+    list_display = ("messaging_contact_id", "profile", "tenant", when_column("created_at", "linked"))
     list_filter = (TENANT_FILTER,)
     list_select_related = ("profile", "tenant")
     search_fields = ("messaging_contact_id__exact", *PROFILE_SEARCH[:4])
@@ -536,7 +607,7 @@ class ActivityAdmin(EventDerivedAdmin):
 class MarketingConsentAdmin(ImmutableAdminMixin, ScopedModelAdmin):
     """Current state is derived from the ledger; change it by recording a statement on the profile."""
 
-    list_display = ("profile", "channel", "opted_in", "changed_at", "source", "tenant")
+    list_display = ("profile", "channel", "opted_in", when_column("changed_at", "decided"), "source", "tenant")
     list_filter = ("channel", "opted_in", "source", TENANT_FILTER)
     list_select_related = ("profile", "tenant")
     search_fields = PROFILE_SEARCH
@@ -565,7 +636,16 @@ class ConsentChangeAdmin(ImmutableAdminMixin, ScopedModelAdmin):
 
 @admin.register(CampaignInteraction)
 class CampaignInteractionAdmin(EventDerivedAdmin):
-    list_display = ("message_id", "type", "campaign_id", "channel", "count", "profile", "first_at", "last_at")
+    list_display = (
+        "message_id",
+        "type",
+        "campaign_id",
+        "channel",
+        "count",
+        "profile",
+        when_column("first_at", "first"),
+        when_column("last_at", "last"),
+    )
     list_filter = ("type", ChannelFilter, TENANT_FILTER)
     list_select_related = ("profile",)
     search_fields = ("message_id__exact", "campaign_id__exact", *PROFILE_SEARCH)
@@ -575,7 +655,15 @@ class CampaignInteractionAdmin(EventDerivedAdmin):
 
 @admin.register(AttributionEvent)
 class AttributionEventAdmin(EventDerivedAdmin):
-    list_display = ("occurred_at", "campaign_id", "utm_source", "utm_medium", "utm_campaign", "profile", "link_url")
+    list_display = (
+        when_column("occurred_at", "occurred"),
+        "campaign_id",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "profile",
+        "link_url",
+    )
     list_filter = (TENANT_FILTER,)
     list_select_related = ("profile",)
     search_fields = ("campaign_id__exact", "message_id__exact", "utm_campaign", *PROFILE_SEARCH)
@@ -585,7 +673,7 @@ class AttributionEventAdmin(EventDerivedAdmin):
 
 @admin.register(HardBounce)
 class HardBounceAdmin(EventDerivedAdmin):
-    list_display = ("occurred_at", "message_id", "profile", "tenant")
+    list_display = (when_column("occurred_at", "occurred"), "message_id", "profile", "tenant")
     list_filter = (TENANT_FILTER,)
     list_select_related = ("profile", "tenant")
     search_fields = ("message_id__exact", *PROFILE_SEARCH)
@@ -595,7 +683,7 @@ class HardBounceAdmin(EventDerivedAdmin):
 
 @admin.register(PendingScoreRefresh)
 class PendingScoreRefreshAdmin(EventDerivedAdmin):
-    list_display = ("profile", "requested_at")
+    list_display = ("profile", when_column("requested_at", "requested"))
     list_select_related = ("profile",)
     search_fields = PROFILE_SEARCH
     raw_id_fields = ("profile",)
@@ -668,7 +756,7 @@ class SegmentAdmin(ScopedModelAdmin):
 class SegmentMembershipAdmin(EventDerivedAdmin):
     """Computed from the segment rules; never edited by hand."""
 
-    list_display = ("segment", "profile", "tenant", "added_at")
+    list_display = ("segment", "profile", "tenant", when_column("added_at", "added"))
     list_filter = (("segment", ScopedRelatedFieldListFilter), TENANT_FILTER)
     list_select_related = ("segment", "profile", "tenant")
     search_fields = ("segment__name", *PROFILE_SEARCH)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince, timeuntil
 
 KV_MAX_DEPTH = 3
@@ -21,14 +22,17 @@ def when(value: datetime | None) -> str:
     now = timezone.now()
     words = f"{timesince(value, now, depth=1)} ago" if value <= now else f"in {timeuntil(value, now, depth=1)}"
     exact = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
-    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact, words)
+    return format_html(
+        '<time datetime="{}" title="{}" style="white-space: nowrap">{}</time>', value.isoformat(), exact, words
+    )
 
 
-def cut(text: str, *, chars: int) -> str:
-    """The start of `text`, the whole of it on hover."""
+def cut(text: str, *, chars: int, one_line: bool = False) -> str:
+    """The start of `text`, the whole of it on hover. `one_line` keeps it from wrapping (a list column)."""
+    style = mark_safe(' style="white-space: nowrap"') if one_line else ""  # a constant: nothing to escape
     if len(text) <= chars:
-        return format_html("<span>{}</span>", text)
-    return format_html('<span title="{}">{}…</span>', text, text[:chars])
+        return format_html("<span{}>{}</span>", style, text)
+    return format_html('<span title="{}"{}>{}…</span>', text, style, text[:chars])
 
 
 def _scalar(value: Any) -> str:

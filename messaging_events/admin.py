@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from crm.admin import TENANT_FILTER, ScopedModelAdmin, json_block, when_column
+from crm.admin import TENANT_FILTER, ScopedModelAdmin, WideListMixin, json_block, when_column
 from crm.admin_scoping import ImmutableAdminMixin
 from crm.display import cut
 from messaging_events.contract.routing import EventType, Priority
@@ -21,7 +21,7 @@ from messaging_events.services.replay import replay_events
 
 KEY_CHARS = 12
 CONTACT_CHARS = 20
-ERROR_CHARS = 60
+ERROR_CHARS = 40
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -49,7 +49,7 @@ class PriorityFilter(admin.SimpleListFilter):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
+class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
     # Fits 1280 px: the error is cut (whole on hover) and the key shortened; attempts are on the row's page.
     list_display = (
         "short_key",
@@ -109,15 +109,15 @@ class InboundEventAdmin(ImmutableAdminMixin, ScopedModelAdmin):
 
     @admin.display(description="key", ordering="id")
     def short_key(self, obj: InboundEvent) -> str:
-        return cut(obj.idempotency_key, chars=KEY_CHARS)
+        return cut(obj.idempotency_key, chars=KEY_CHARS, one_line=True)
 
     @admin.display(description="contact", ordering="messaging_contact_id")
     def contact(self, obj: InboundEvent) -> str:
-        return cut(obj.messaging_contact_id, chars=CONTACT_CHARS) if obj.messaging_contact_id else "-"
+        return cut(obj.messaging_contact_id, chars=CONTACT_CHARS, one_line=True) if obj.messaging_contact_id else "-"
 
     @admin.display(description="error")
     def error_preview(self, obj: InboundEvent) -> str:
-        return cut(obj.error, chars=ERROR_CHARS) if obj.error else "-"
+        return cut(obj.error, chars=ERROR_CHARS, one_line=True) if obj.error else "-"
 
     @admin.display(description="error")
     def error_text(self, obj: InboundEvent) -> str:

@@ -77,10 +77,6 @@ ensure_chromium() {
 }
 
 # initdb refuses to run as root, so root runs PostgreSQL as the `postgres` user.
-pg_user() {
-  if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
-}
-
 as_pg() {
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres

@@ -22,8 +22,8 @@ def test_inbound_list_shows_a_short_key_and_the_error_cut_with_hover(world: Worl
     key = hashlib.sha256(b"k").hexdigest()
     InboundEvent.objects.filter(pk=row.pk).update(idempotency_key=key)
     html = client_a.get(reverse("admin:messaging_events_inboundevent_changelist")).content.decode()
-    assert f'<span title="{key}">{key[:12]}…</span>' in html
-    assert f'<span title="{error}">{error[:60]}…</span>' in html
+    assert f'<span title="{key}" style="white-space: nowrap">{key[:12]}…</span>' in html
+    assert f'<span title="{error}" style="white-space: nowrap">{error[:40]}…</span>' in html
     headers = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', html)
     assert headers == [
         "short_key",
@@ -39,7 +39,7 @@ def test_inbound_list_shows_a_short_key_and_the_error_cut_with_hover(world: Worl
 
 def test_humanised_time_and_key_value_rendering() -> None:
     two_hours_ago = timezone.now() - timezone.timedelta(hours=2, minutes=5)
-    assert re.fullmatch(r'<time datetime="[^"]+" title="[^"]+">2\xa0hours ago</time>', when(two_hours_ago))
+    assert re.fullmatch(r'<time datetime="[^"]+" title="[^"]+" [^>]+>2\xa0hours ago</time>', when(two_hours_ago))
     html = key_value_list({"messageId": "m-1", "links": ["a", "b"], "ok": True, "<b>": None})
     assert "<dt" in html and "messageId:</dt>" in html and "<li>a</li><li>b</li>" in html
     assert ">yes</dd>" in html and "&lt;b&gt;:</dt>" in html and "<b>" not in html
@@ -69,3 +69,11 @@ def test_demo_creates_two_segments_per_tenant_once(db) -> None:
     assert names == sorted(rules["name"] for rules in DEMO_SEGMENTS) == ["Email opted in", "Engaged last 30 days"]
     engaged = Segment.objects.get(tenant__external_id="demo-tenant-b", name="Engaged last 30 days")
     assert (engaged.min_engagement_score, engaged.required_consent_channel) == (1.0, "")
+
+
+def test_profile_page_shows_every_time_humanised(world: World, client_a: Client) -> None:
+    html = client_a.get(reverse("admin:crm_profile_change", args=[world.alice.pk])).content.decode()
+    # The consent summary, ledger, timeline, interactions, attributions and segments all carry times.
+    assert html.count("<time datetime=") >= 8
+    assert ", 2025, " not in html  # Django's default "March 1, 2025, noon" rendering
+    assert "EMAIL_OPENED:</dt>" in html  # the score breakdown as a key-value list

@@ -50,7 +50,7 @@ def test_page_shows_queues_scoped_outcomes_and_the_verdict(world: World, client_
         ("contactId: field required", 1),
     ]
     listing = client_a.get(reasons[0][0].replace("&amp;", "&")).content.decode()
-    assert listing.count("<span>email: not a valid address</span>") == 2 and "field required" not in listing
+    assert listing.count(">email: not a valid address</span>") == 2 and "field required" not in listing
     # The chart: one bar per outcome present this hour (applied is tenant A's seeded event).
     assert len(re.findall(r"<rect ", html)) == 4
     assert ">1 parked</a>" in html
