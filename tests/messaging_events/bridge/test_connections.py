@@ -62,6 +62,7 @@ def test_bridge_logs_each_refused_connection_with_a_masked_url_and_keeps_its_sta
     assert "hunter2" not in output
     assert "bridge_started" not in output  # nothing pretends to consume
     assert bridge.stop() == 0  # SIGTERM still stops it cleanly during the outage
+    assert "bridge_stopped published=0" in bridge.output()
 
 
 def test_bridge_logs_an_outage_and_the_recovery_then_moves_jobs_again(processes: Processes) -> None:
