@@ -69,6 +69,8 @@ def init_error_tracking(dsn: str, *, environment: str, release: str | None = Non
 
 def report(exc: BaseException, **tags: str | int) -> None:
     """Send `exc` with identifying tags (event type, idempotency key, queue): never the event's data."""
+    if not sentry_sdk.get_client().is_active():
+        return  # off (no SENTRY_DSN): cost nothing on the bridge's event loop
     with sentry_sdk.new_scope() as scope:
         for name, value in tags.items():
             scope.set_tag(name, str(value)[:200])

@@ -114,7 +114,7 @@ class Batcher:
                     extra={
                         "queue": self.queue,
                         "jobs": len(jobs),
-                        "retry_in_s": round(delay, 1),
+                        "retry_in_s": round(delay, 3),
                         "error": f"{type(exc).__name__}: {exc}"[:300],
                     },
                 )

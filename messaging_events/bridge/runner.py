@@ -224,9 +224,12 @@ class Bridge:
         # bullmq would wait out a dead Redis in silence; start consuming once the watch has seen it answer.
         connected = asyncio.create_task(self.watch.wait_connected("bullmq"))
         await asyncio.wait({connected, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._stop.is_set():
+        if self._stop.is_set():  # stopped before BullMQ's Redis ever answered: nothing was taken
             connected.cancel()
             await self._stop_background(stats_task)
+            if self._publisher is not None:
+                self._publisher.close()
+            logger.info("bridge_stopped", extra={"published": 0, "seconds": 0.0})
             return
         self.worker = BridgeWorker(self.config.queue_name, self.process, self.worker_options())
         self.worker.on("error", self._on_worker_error)

@@ -4,7 +4,6 @@
 """
 
 import asyncio
-import itertools
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -130,8 +129,9 @@ def test_failed_publish_keeps_the_jobs_and_retries_with_capped_backoff(caplog: p
     assert len(broker.calls) == 7
     gaps = [b - a for a, b in zip(broker.calls, broker.calls[1:], strict=False)]
     # Exponential, then capped: 0.01, 0.02, 0.04, 0.08, 0.08, 0.08 (never a spin, never unbounded).
-    assert gaps[0] >= 0.009
-    assert all(later >= earlier * 0.9 for earlier, later in itertools.pairwise(gaps))
+    # Each gap is at least its delay; a loaded machine may only add to it.
+    scheduled = [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]
+    assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, scheduled, strict=True)), gaps
     assert max(gaps) < 0.3
     assert sum(gaps) >= 0.25
     assert broker.batches == [("high", [{"id": 0}, {"id": 1}, {"id": 2}])]
