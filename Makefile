@@ -1,11 +1,15 @@
 # The two commands a newcomer needs: `make up` and `make test`. Each does its own set-up.
-.PHONY: up test bench bench-quick lint fmt clean
+.PHONY: up test test-fast bench bench-quick lint fmt clean
 
 up:
 	bash scripts/up.sh
 
 test:
-	bash scripts/test.sh
+	bash scripts/test.sh --durations=25
+
+# Everything but the tests that start processes or are marked slow (docs/testing.md).
+test-fast:
+	bash scripts/test.sh -m "not processes and not slow" --durations=10
 
 bench:
 	bash scripts/bench.sh
