@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.processes import processes  # noqa: F401  (the fixture, for this package's process tests)
+
 # The order-independence property runs hundreds of generated streams through the real handlers.
 SLOW_MODULES = {"test_order_independence.py"}
 
