@@ -1,11 +1,19 @@
 # The two commands a newcomer needs: `make up` and `make test`. Each does its own set-up.
-.PHONY: up test bench bench-quick lint fmt clean
+.PHONY: up test test-fast mutation bench bench-quick lint fmt clean
 
 up:
 	bash scripts/up.sh
 
 test:
-	bash scripts/test.sh
+	bash scripts/test.sh --durations=25
+
+# Everything but the tests that start processes or are marked slow (docs/testing.md).
+test-fast:
+	bash scripts/test.sh -m "not processes and not slow" --durations=10
+
+# mutmut over consent, identity, the inbox and the contract, judged by the fast tier (docs/testing.md).
+mutation:
+	bash scripts/mutation.sh
 
 bench:
 	bash scripts/bench.sh

@@ -18,6 +18,8 @@ from tests.factories import (
     contact_preference_updated_job,
     contact_updated_job,
     email_opened_job,
+    message_delivered_job,
+    message_sent_job,
     process,
 )
 
@@ -143,3 +145,33 @@ def test_a_consent_change_racing_a_merge_ends_as_if_applied_one_after_the_other(
         assert state["opt_ins"] == sequential["opt_ins"], round_
         assert state["ledger"] == sequential["ledger"], round_
         assert [c.removeprefix(f"{tenant}-") for c in state["contacts"]] == ["c1", "c2"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (crm/services/messages.py): a DELIVERED upsert reads the SENT row before the SENT "
+    "commits, and the SENT's fill-in UPDATE ran before the DELIVERED row existed, so the campaign stays empty",
+)
+def test_a_delivery_applied_while_its_send_commits_gets_the_campaign(monkeypatch: pytest.MonkeyPatch) -> None:
+    process(contact_created_job(contact_id="c-camp", email="camp@example.com", timestamp=at(0)))
+    real_sent = handlers.HANDLERS[EventType.MESSAGE_SENT]
+    sent_done = threading.Event()
+
+    def sent_then_slow_commit(event, row):
+        outcome = real_sent(event, row)
+        sent_done.set()
+        time.sleep(1.0)  # the send's transaction is still open while the delivery runs
+        return outcome
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.MESSAGE_SENT, sent_then_slow_commit)
+    sent = message_sent_job(contact_id="c-camp", message_id="m-camp", campaign_id="camp-1", event_id="camp-sent")
+    delivered = message_delivered_job(contact_id="c-camp", message_id="m-camp", event_id="camp-delivered")
+
+    def deliver_once_sent() -> str:
+        assert sent_done.wait(30)
+        return process(delivered)
+
+    assert _at_once(lambda: process(sent), deliver_once_sent) == ["applied", "applied"]
+
+    campaigns = dict(CampaignInteraction.objects.filter(message_id="m-camp").values_list("type", "campaign_id"))
+    assert campaigns == {InteractionType.SENT: "camp-1", InteractionType.DELIVERED: "camp-1"}

@@ -2,9 +2,22 @@
 the real Node BullMQ client to a real Redis, carried by the real bridge to a real Celery worker,
 and recorded in the inbox with the right status."""
 
+from collections import Counter
+
 import pytest
 
-from crm.models import ContactLink, Tenant
+from crm.models import (
+    Activity,
+    ActivityType,
+    AttributionEvent,
+    CampaignInteraction,
+    ConsentChange,
+    ContactLink,
+    HardBounce,
+    InteractionType,
+    Profile,
+    Tenant,
+)
 from messaging_events.models import InboundEvent
 from tests.messaging_events.samples import (
     CONTACT,
@@ -134,6 +147,35 @@ def test_every_event_type_in_both_shapes_and_malformed_jobs_end_in_the_inbox(pro
     # Priorities as routed.
     assert rows[ids[2]].priority == "high"  # contactPreference.updated
     assert rows[ids[5]].priority == "low"  # message.delivered
+
+    # The CRM rows the known contact's events imply; none for the ghost or the malformed jobs.
+    profile = Profile.objects.get()
+    assert (profile.tenant_id, profile.email, profile.phone) == (tenant.pk, "john@example.com", "+27821234567")
+    assert profile.email_opt_in is True  # one hard bounce is below the opt-out threshold
+    assert profile.email_verified is False  # message.failed with reason invalid_email
+    # (Their campaign is not compared: a non-SENT row applied concurrently with its SENT can miss it,
+    # see test_concurrent_claims.py::test_a_delivery_applied_while_its_send_commits_gets_the_campaign.)
+    interactions = sorted(CampaignInteraction.objects.values_list("message_id", "type", "count"))
+    assert interactions == sorted(
+        [("msg_789", kind, 1) for kind in InteractionType.values] + [("msg_t", InteractionType.OPENED, 1)]
+    )
+    activities = Counter(Activity.objects.filter(profile=profile).values_list("type", flat=True))
+    assert {kind: n for kind, n in activities.items() if not kind.startswith(("CONSENT_", "PROFILE_"))} == {
+        ActivityType.MESSAGE_SENT: 1,
+        ActivityType.MESSAGE_DELIVERED: 1,
+        ActivityType.MESSAGE_FAILED: 1,
+        ActivityType.MESSAGE_BOUNCED: 1,
+        ActivityType.EMAIL_OPENED: 2,
+        ActivityType.EMAIL_CLICKED: 1,
+        ActivityType.SMS_REPLIED: 1,
+    }
+    # Two statements from each of contact.created and both contact.updated, one from each preference change.
+    assert ConsentChange.objects.filter(profile=profile).count() == 8
+    assert list(HardBounce.objects.values_list("profile_id", "message_id")) == [(profile.pk, "msg_789")]
+    assert list(AttributionEvent.objects.values_list("profile_id", "campaign_id", "link_id")) == [
+        (profile.pk, "campaign_dec_2025", "link_123")
+    ]
+    assert not ContactLink.objects.filter(messaging_contact_id=GHOST).exists()
 
     counts = bullmq_counts()
     assert counts == {"waiting": 0, "active": 0, "delayed": 0, "completed": len(jobs), "failed": 0}, counts

@@ -56,8 +56,9 @@ def test_each_type_lands_on_its_celery_queue(processes: Processes) -> None:
     assert seen["no.such.event"] == "normal"
     assert seen["message.failed"] == "high"
     # One message carries a batch: the seed's 4 normal-queue contact events travelled together.
-    assert min(len(m["args"][0]) for m in celery_messages("normal")) >= 1
-    assert len(celery_messages("normal")) < 7
+    normal = celery_messages("normal")
+    assert max(len(m["args"][0]) for m in normal) >= 2
+    assert len(normal) < sum(len(m["args"][0]) for m in normal)
 
 
 def test_a_high_event_published_later_overtakes_the_low_backlog(processes: Processes) -> None:
@@ -80,7 +81,7 @@ def test_a_high_event_published_later_overtakes_the_low_backlog(processes: Proce
     wait_until(lambda: InboundEvent.objects.filter(event_type="email.opened").count() >= 50, 30)
     preference = contact_payloads(contact=contact, prefix="prio-high")["contactPreference.updated"]
     publish_jobs([contact_job("contactPreference.updated", {**preference, "emailOptIn": False})])
-    wait_for_quiescence(timeout=90, min_inbox_rows=backlog + 2)
+    wait_for_quiescence(timeout=300, min_inbox_rows=backlog + 2)  # a loaded machine drains slowly
 
     high = InboundEvent.objects.get(event_type="contactPreference.updated")
     lows = InboundEvent.objects.filter(event_type="email.opened")

@@ -154,6 +154,7 @@ def test_file_errors(tmp_path: Path) -> None:
         _backfill(str(headerless))
 
 
+@pytest.mark.slow  # 20,000 rows: over a minute on the shared machine
 def test_reading_and_validating_20k_rows_keeps_memory_flat(tmp_path: Path) -> None:
     path = tmp_path / "contacts.csv"
     write_csv(path, 20_000, bad_every=1000)

@@ -16,7 +16,7 @@ from messaging_events.contract.jobs import identity_of
 from messaging_events.contract.routing import EventType, event_type_from_name
 from messaging_events.models import InboundEvent
 from tests.processes import Processes, bullmq_counts, publish_jobs
-from tests.reliability.stream import assert_invariants, known_stream, report, settle
+from tests.reliability.stream import BEAT_ENV, assert_invariants, known_stream, report, settle
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(600)]
 
@@ -170,6 +170,7 @@ def test_malformed_jobs_are_all_rejected_and_valid_ones_still_applied(processes:
 
     worker = processes.start_worker()
     pool = {child.pid for child in psutil.Process(worker.pid).children()}
+    processes.start_beat(env=BEAT_ENV)
     processes.start_bridge(env={"BRIDGE_MAX_JOB_BYTES": "16384"})
     publish_jobs(mixed)
     settle(timeout=300)

@@ -2,58 +2,68 @@
 
 import phonenumbers
 import pytest
+from django.apps import apps
 
-from crm.models import Activity, CampaignInteraction, ConsentChange, Profile, Tenant
+from crm.models import PendingScoreRefresh, Profile, Tenant
 from messaging_events.models import InboundEvent
 from tests.factories import (
     contact_created_job,
+    contact_deleted_job,
     contact_preference_updated_job,
     contact_updated_job,
+    email_opened_job,
     message_sent_job,
 )
 from tests.processes import Processes, publish_jobs, worker_command
-from tests.reliability.stream import TENANT, assert_invariants, known_stream, settle
+from tests.reliability.stream import BEAT_ENV, TENANT, assert_invariants, known_stream, settle
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(300)]
+
+
+def _crm_snapshot() -> dict[str, object]:
+    """Every CRM row, both tenants: model → sorted rows of all their field values (tenant rows aside)."""
+    snapshot: dict[str, object] = {}
+    for model in apps.get_app_config("crm").get_models():
+        if model in (Tenant, PendingScoreRefresh):  # a tenant row, and the score-refresh work queue
+            continue
+        rows = model.objects.order_by("pk").values_list(*[f.attname for f in model._meta.concrete_fields])
+        snapshot[model.__name__] = [tuple(map(str, row)) for row in rows]
+    return snapshot
 
 
 def test_an_event_naming_another_tenant_for_a_linked_contact_changes_nothing(processes: Processes) -> None:
     stream = known_stream("ti", 3)
     processes.start_worker()
+    processes.start_beat(env=BEAT_ENV)
     processes.start_bridge()
     publish_jobs(stream.jobs)
     settle()
-    profile = Profile.objects.get(contact_links__messaging_contact_id="ti-c0")
-    before = {
-        "activities": Activity.objects.filter(profile=profile).count(),
-        "interactions": CampaignInteraction.objects.filter(profile=profile).count(),
-        "ledger": ConsentChange.objects.filter(profile=profile).count(),
-        "email_opt_in": profile.email_opt_in,
-    }
+    assert_invariants(stream)
+    before = _crm_snapshot()
 
+    other = "t-other"
     intruders = [
-        message_sent_job(contact_id="ti-c0", message_id="ti-intruder", tenant_id="t-other", event_id="ti-x-sent"),
-        contact_preference_updated_job(
-            contact_id="ti-c0", tenant_id="t-other", event_id="ti-x-pref", email_opt_in=False
+        message_sent_job(contact_id="ti-c0", message_id="ti-intruder", tenant_id=other, event_id="xt-sent"),
+        email_opened_job(contact_id="ti-c0", message_id="ti-m0", tenant_id=other, event_id="xt-opened"),
+        contact_preference_updated_job(contact_id="ti-c0", tenant_id=other, event_id="xt-pref", email_opt_in=False),
+        contact_updated_job(
+            contact_id="ti-c1", tenant_id=other, event_id="xt-update", email="intruder@example.com", first_name="X"
         ),
+        contact_deleted_job(contact_id="ti-c2", tenant_id=other, event_id="xt-delete"),
     ]
     publish_jobs([{"name": job["name"], "data": job["data"]} for job in intruders])
     settle()
 
-    for key in ("ti-x-sent", "ti-x-pref"):
-        row = InboundEvent.objects.get(idempotency_key=key)
-        assert row.status == "rejected" and "another tenant" in row.error
-    profile.refresh_from_db()
-    after = {
-        "activities": Activity.objects.filter(profile=profile).count(),
-        "interactions": CampaignInteraction.objects.filter(profile=profile).count(),
-        "ledger": ConsentChange.objects.filter(profile=profile).count(),
-        "email_opt_in": profile.email_opt_in,
-    }
-    assert after == before
-    assert not Profile.objects.filter(tenant__external_id="t-other").exists()
-    assert list(Tenant.objects.values_list("external_id", flat=True)) in ([TENANT], [TENANT, "t-other"])
-    assert not CampaignInteraction.objects.filter(message_id="ti-intruder").exists()
+    for job in intruders[:-1]:
+        row = InboundEvent.objects.get(idempotency_key=job["data"]["payload"]["eventId"])
+        assert row.status == "rejected" and "another tenant" in row.error, (row.event_type, row.status, row.error)
+    # contact.deleted is reserved by the contract: ignored for every tenant (the snapshot proves it).
+    assert InboundEvent.objects.get(idempotency_key="xt-delete").status == "ignored"
+    assert _crm_snapshot() == before, "no CRM row changed in either tenant"
+    assert not Profile.objects.filter(tenant__external_id=other).exists()
+    # Rejected events never create tenants (docs/decisions.md); the reserved contact.deleted creates nothing.
+    assert list(Tenant.objects.values_list("external_id", flat=True)) == [TENANT]
+    assert_invariants(stream)
 
 
 def _forms(email: str, phone: str) -> set[str]:
@@ -115,6 +125,7 @@ def test_logs_of_a_full_run_never_contain_emails_or_phone_numbers(processes: Pro
     args = ["--loglevel=DEBUG" if arg == "--loglevel=INFO" else arg for arg in worker_command()]
     worker = processes.start("worker", args, {"LOG_LEVEL": "DEBUG"})
     worker.wait_for_output(" ready.", 45)
+    processes.start_beat(env=BEAT_ENV)
     bridge = processes.start_bridge(env={"LOG_LEVEL": "DEBUG", "BRIDGE_STATS_INTERVAL_S": "1"})
     publish_jobs([*stream.jobs, bad_email])
     publish_jobs(raw_jobs)

@@ -2,6 +2,7 @@
 broker outage and recovery, graceful shutdown, kill -9, two bridges at once, per-event tasks."""
 
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -157,9 +158,12 @@ def test_two_bridges_at_once_give_each_event_one_inbox_row(processes: Processes)
     assert inbox_counts() == {"ignored": 600, "rejected": 1}
     deliveries = Counter(InboundEvent.objects.filter(status="ignored").values_list("deliveries", flat=True))
     assert deliveries == {1: 550, 2: 50}
-    # Both bridges took part.
-    logs = [p.output() for p in processes.started if p.name.startswith("bridge")]
-    assert all("published=" in log for log in logs)
+    # Both bridges took part: each published a share (its final count, logged as it stops), and the
+    # shares add up to every job once.
+    bridges = [p for p in processes.started if p.name.startswith("bridge")]
+    assert all(bridge.stop() == 0 for bridge in bridges)
+    shares = [int(re.findall(r"bridge_stopped published=(\d+)", bridge.output())[-1]) for bridge in bridges]
+    assert min(shares) > 0 and sum(shares) == 651, shares
 
 
 def test_batch_size_one_sends_one_task_per_event(processes: Processes) -> None:

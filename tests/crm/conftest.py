@@ -1,0 +1,14 @@
+"""Tiers (docs/testing.md): modules of this package that are slow although they start no process."""
+
+import pytest
+
+from tests.processes import processes  # noqa: F401  (the fixture, for this package's process tests)
+
+# The order-independence property runs hundreds of generated streams through the real handlers.
+SLOW_MODULES = {"test_order_independence.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
