@@ -35,16 +35,17 @@ def test_events_hitting_an_outage_after_a_linking_event_are_retried_not_lost(mon
             raise OperationalError("terminating connection due to administrator command")
         return real(event, row)
 
-    real_schedule = parking.schedule_unpark
-
-    def schedule_while_down(contact_ids: list[str]) -> None:
-        if down["unpark"]:  # the database is still down when the batch schedules its unpark
-            down["unpark"] -= 1
-            raise OperationalError("the database system is shutting down")
-        real_schedule(contact_ids)
+    class InboxWhileDown:  # `InboundEvent` as `parking` sees it: still down when the unpark is scheduled
+        class objects:
+            @staticmethod
+            def filter(**kwargs: Any) -> Any:
+                if down["unpark"]:
+                    down["unpark"] -= 1
+                    raise OperationalError("the database system is shutting down")
+                return InboundEvent.objects.filter(**kwargs)
 
     monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, outage_for_second_contact)
-    monkeypatch.setattr(parking, "schedule_unpark", schedule_while_down)
+    monkeypatch.setattr(parking, "InboundEvent", InboxWhileDown)
     jobs: list[dict[str, Any]] = [
         contact_created_job(contact_id="c-early", event_id="early", email="early@example.com", phone=None),
         contact_created_job(contact_id="c-late", event_id="late", email="late@example.com", phone=None),
