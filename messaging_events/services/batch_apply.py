@@ -3,11 +3,12 @@
 `message.sent`, `message.delivered`, `email.opened` and `email.clicked` (nearly all of a campaign's
 events) are applied together in a fixed number of statements, whatever the batch size:
 
-1. fold in-batch duplicates of one identity (same `(tenant_ref, idempotency_key)` and the same data)
+1. fold in-batch duplicates of one identity (same `(tenant_ref, event_type, idempotency_key)` and the same data)
    into one row whose delivery count is the number of copies;
 2. claim every inbox row in one multi-row `INSERT … ON CONFLICT DO UPDATE … RETURNING`, in identity
    order; the returned rows are mapped back by identity, never by position. As in the per-event claim,
-   a row already applied, ignored or rejected is a duplicate: only its delivery count changes;
+   a row already applied, ignored or rejected is a duplicate: only its delivery count changes, and a
+   delivery whose content differs from its row's opens a conflict and is never applied;
 3. fetch the contact links of the rest in one query; an unknown contact parks its event, a stated
    tenant other than the link's rejects it (as `messaging_events.handlers` does);
 4. record the applied ones with `crm.services.message_batches` (score-refresh rows, profile locks,
@@ -25,6 +26,7 @@ Such fallbacks are counted (`fallback_batches()`) and logged as `batch_fallback`
 """
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +39,8 @@ from crm.services.identity import contact_link_check_tenant
 from crm.services.message_batches import LinkRow, MessageRecord, contact_links_fetch, message_records_apply
 from crm.services.recordsets import recordset_json
 from crm.services.tenants import tenant_get_or_create
-from messaging_events.contract.jobs import BridgedJob, Event, canonical_json, parse_job
+from messaging_events import metrics
+from messaging_events.contract.jobs import BridgedJob, Event, canonical_json, content_hash, parse_job
 from messaging_events.contract.routing import EventType
 from messaging_events.models import FINAL_STATUSES, InboundEventStatus
 from messaging_events.outcomes import Outcome
@@ -54,7 +57,8 @@ SET_BASED_TYPES: dict[EventType, InteractionType] = {
 
 # The claim writes the same columns, with the same values and the same conflict rule, as the per-event
 # claim (`inbox._CLAIM_SQL`); only the delivery count is the number of folded copies. A column added
-# there is added here as (name, SQL type) and as a key of `_claim_row`.
+# there is added here as (name, SQL type) and as a key of `_claim_row`. Replays never come here, so the
+# per-event claim's `replay` cases are left out of the conflict rule.
 _CLAIM_COLUMNS = (
     ("tenant_ref", "text"),
     ("idempotency_key", "text"),
@@ -68,18 +72,27 @@ _CLAIM_COLUMNS = (
     ("job_timestamp", "timestamptz"),
     ("job_attempts", "int"),
     ("deliveries", "int"),
+    ("content_hash", "text"),
 )
+_SAME_CONTENT = "(inbox.content_hash = '' OR EXCLUDED.content_hash IN (inbox.content_hash, inbox.conflict_hash))"
 _CLAIM_SQL = f"""
-INSERT INTO messaging_events_inboundevent
-    ({", ".join(name for name, _ in _CLAIM_COLUMNS)}, received_at, updated_at, status, error, attempts)
-SELECT {", ".join(f"c.{name}" for name, _ in _CLAIM_COLUMNS)}, now(), now(), 'received', '', 0
+INSERT INTO messaging_events_inboundevent AS inbox
+    ({", ".join(name for name, _ in _CLAIM_COLUMNS)},
+     received_at, updated_at, status, error, attempts, conflict, conflict_hash)
+SELECT {", ".join(f"c.{name}" for name, _ in _CLAIM_COLUMNS)}, now(), now(), 'received', '', 0, '', ''
 FROM jsonb_to_recordset(%s::jsonb) AS c(ord int, {", ".join(f"{name} {sql_type}" for name, sql_type in _CLAIM_COLUMNS)})
 ORDER BY c.ord
-ON CONFLICT (tenant_ref, idempotency_key) DO UPDATE SET
-    deliveries = messaging_events_inboundevent.deliveries + EXCLUDED.deliveries,
-    job_attempts = GREATEST(messaging_events_inboundevent.job_attempts, EXCLUDED.job_attempts),
+ON CONFLICT (tenant_ref, event_type, idempotency_key) DO UPDATE SET
+    deliveries = inbox.deliveries + EXCLUDED.deliveries,
+    job_attempts = GREATEST(inbox.job_attempts, EXCLUDED.job_attempts),
+    content_hash = CASE WHEN inbox.content_hash = '' THEN EXCLUDED.content_hash ELSE inbox.content_hash END,
+    conflict = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict ELSE 'open' END,
+    conflict_data = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_data ELSE EXCLUDED.raw_data END,
+    conflict_job_timestamp = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_job_timestamp
+                                  ELSE EXCLUDED.job_timestamp END,
+    conflict_hash = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_hash ELSE EXCLUDED.content_hash END,
     updated_at = now()
-RETURNING id, tenant_ref, idempotency_key, status, (xmax = 0) AS inserted
+RETURNING id, tenant_ref, event_type, idempotency_key, status, (xmax = 0) AS inserted, content_hash
 """
 
 _CLOSE_SQL = """
@@ -94,7 +107,7 @@ FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, status text, tenant_id bigint
 WHERE e.id = v.id
 """
 
-Identity = tuple[str, str]  # (tenant_ref, idempotency_key) as stored
+Identity = tuple[str, str, str]  # (tenant_ref, event_type, idempotency_key) as stored
 
 _fallback_batches = 0
 
@@ -114,6 +127,7 @@ class _Claim:
     job_attempts: int = 0
     row_id: int = 0
     status: str = ""
+    other_content: bool = False  # same identity, other content than the row's: a conflict, never applied
     outcome: Outcome | None = None
 
     @property
@@ -122,7 +136,8 @@ class _Claim:
 
 
 def _identity(event: Event) -> Identity:
-    return inbox._strip_nul(event.tenant_ref), inbox._strip_nul(event.idempotency_key)
+    strip = inbox._strip_nul
+    return strip(event.tenant_ref), strip(event.type.value)[:64], strip(event.idempotency_key)
 
 
 def _fold(events: Iterable[tuple[BridgedJob, Event]]) -> tuple[list[_Claim], list[BridgedJob]]:
@@ -148,34 +163,40 @@ def _fold(events: Iterable[tuple[BridgedJob, Event]]) -> tuple[list[_Claim], lis
 def _claim_row(claim: _Claim, ord: int) -> dict[str, Any]:
     """The values the per-event claim would write for this event (`inbox._claim`)."""
     event, meta = claim.event, claim.event.job
-    tenant_ref, key = claim.identity
+    tenant_ref, event_type, key = claim.identity
+    raw = inbox._strip_nul(event.raw)
     return {
         "ord": ord,
         "tenant_ref": tenant_ref,
         "idempotency_key": key,
-        "event_type": inbox._strip_nul(event.type.value)[:64],
+        "event_type": event_type,
         "priority": event.priority.value,
         "messaging_contact_id": inbox._strip_nul(event.contact_id),
         "bullmq_job_id": inbox._strip_nul(meta.job_id)[:64],
         "job_name": inbox._strip_nul(meta.name)[:128],
-        "raw_data": inbox._strip_nul(event.raw),
+        "raw_data": raw,
         "occurred_at": event.occurred_at,
         "job_timestamp": meta.timestamp,
         "job_attempts": claim.job_attempts,
         "deliveries": claim.copies,
+        "content_hash": content_hash(raw),
     }
 
 
 def _claim_rows(claims: list[_Claim]) -> None:
     """One multi-row claim; fills each claim's row id and status from RETURNING, matched by identity."""
     by_identity = {claim.identity: claim for claim in claims}
+    rows = [_claim_row(claim, n) for n, claim in enumerate(claims)]
+    hashes = {(row["tenant_ref"], row["event_type"], row["idempotency_key"]): row["content_hash"] for row in rows}
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [recordset_json([_claim_row(claim, n) for n, claim in enumerate(claims)])])
+        cursor.execute(_CLAIM_SQL, [recordset_json(rows)])
         returned = cursor.fetchall()
-    for row_id, tenant_ref, key, status, inserted in returned:
-        claim = by_identity[(tenant_ref, key)]
+    for row_id, tenant_ref, event_type, key, status, inserted, stored_hash in returned:
+        identity = (tenant_ref, event_type, key)
+        claim = by_identity[identity]
         claim.row_id = row_id
         claim.status = InboundEventStatus.RECEIVED if inserted else status
+        claim.other_content = stored_hash != hashes[identity]
     if len(returned) != len(claims):
         raise RuntimeError(f"claim returned {len(returned)} rows for {len(claims)} identities")
 
@@ -234,7 +255,8 @@ def _apply_claims(claims: list[_Claim]) -> None:
     """The set-based transaction's body. Lock order: inbox rows by identity, then (in message_records_apply)
     score-refresh rows, profiles by id, interactions by key."""
     _claim_rows(claims)
-    todo = [c for c in claims if c.status not in FINAL_STATUSES]  # new, parked or failed: (re)applied
+    # New, parked or failed rows are (re)applied; a conflicting delivery never is (as in `inbox.process_job`).
+    todo = [c for c in claims if not c.other_content and c.status not in FINAL_STATUSES]
     links = contact_links_fetch(contact_ids=(c.event.contact_id for c in todo))
     records = []
     for claim in todo:
@@ -250,6 +272,7 @@ def _apply_claims(claims: list[_Claim]) -> None:
 def _apply_set_based(events: list[tuple[BridgedJob, Event]]) -> inbox.BatchResult:
     global _fallback_batches
     claims, different = _fold(events)
+    started = time.perf_counter()
     try:
         with transaction.atomic():
             _apply_claims(claims)
@@ -264,10 +287,20 @@ def _apply_set_based(events: list[tuple[BridgedJob, Event]]) -> inbox.BatchResul
             getattr(exc.__cause__, "sqlstate", None) or "",
         )
         return inbox.process_batch([job for job, _ in events])
+    seconds_each = (time.perf_counter() - started) / len(claims)
     result = inbox.BatchResult()
     for claim in claims:
         if claim.outcome is not None:
-            inbox._log_outcome(claim.event, claim.outcome)
+            inbox._log_outcome(claim.event, claim.outcome, seconds_each)
+        elif claim.other_content:
+            logger.warning(
+                "event_conflict key=%s type=%s job=%s",
+                claim.event.idempotency_key,
+                claim.event.type,
+                claim.event.job.job_id,
+            )
+        else:
+            metrics.record_event(claim.event.type.value, "duplicate")
         for _ in range(claim.copies):
             result.count(claim.outcome.status if claim.outcome is not None else claim.status)
     if different:

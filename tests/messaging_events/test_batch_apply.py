@@ -5,7 +5,7 @@ duplicates, parked, rejected, and a poisoned event that falls back to the per-ev
 from typing import Any
 
 import pytest
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 
 from crm.models import (
@@ -217,16 +217,31 @@ def test_a_tenant_mismatch_is_rejected_and_its_batch_mates_applied() -> None:
     assert Profile.objects.get(email="c-b@example.com").last_message_at is None
 
 
+def _refuse_interactions_for(message_id: str) -> None:
+    """A database rule that refuses one event's row (in this test's transaction only): the statement that
+    writes it fails, whichever path writes it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION pg_temp.refuse_interaction() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'interaction refused'; END $$;
+            CREATE TRIGGER refuse_interaction BEFORE INSERT ON crm_campaigninteraction
+            FOR EACH ROW WHEN (NEW.message_id = %s) EXECUTE FUNCTION pg_temp.refuse_interaction();
+            """,
+            [message_id],
+        )
+
+
 def test_a_poisoned_event_falls_back_to_the_per_event_path_and_only_it_fails(caplog: pytest.LogCaptureFixture) -> None:
     contacts()
     good = campaign("c-a") + campaign("c-b")
-    # PostgreSQL's jsonb cannot hold NUL: the activity insert of this one event fails the whole statement.
-    poisoned = message_sent_job(contact_id="c-c", message_id="m-poison", template_name="bad\x00name", event_id="p")
+    poisoned = message_sent_job(contact_id="c-c", message_id="m-poison", event_id="p")
+    _refuse_interactions_for("m-poison")
     fallbacks = batch_apply.fallback_batches()
     assert batch_apply.apply_batch([*good[:5], poisoned, *good[5:]]).statuses == {"applied": 10, "failed": 1}
     assert batch_apply.fallback_batches() == fallbacks + 1
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch_fallback")]
-    assert line == f"batch_fallback events=11 fallbacks={fallbacks + 1} error=DataError sqlstate=22P05"
+    assert line == f"batch_fallback events=11 fallbacks={fallbacks + 1} error=ProgrammingError sqlstate=P0001"
     failed = InboundEvent.objects.get(status="failed")
     assert failed.idempotency_key == "p"
     assert failed.error.startswith("database error:")
