@@ -347,3 +347,16 @@ def test_a_database_outage_after_a_contact_links_still_retries_the_batchs_messag
         ("contact.created", "applied"),
         ("message.sent", "applied"),
     ]
+
+
+def test_other_content_under_an_applied_identity_in_a_later_batch_opens_a_conflict_and_changes_nothing() -> None:
+    contacts()
+    first = message_delivered_job(contact_id="c-a", message_id="m", delivered_at=at(1), event_id="same")
+    other = message_delivered_job(contact_id="c-a", message_id="m", delivered_at=at(2), event_id="same")
+    batch_apply.apply_batch([first])
+    assert batch_apply.apply_batch([other, first]).statuses == {"applied": 2}  # both find the applied row
+    row = InboundEvent.objects.get(idempotency_key="same")
+    assert (row.status, row.deliveries, row.conflict) == ("applied", 3, "open")
+    assert row.raw_data == first["data"] and row.conflict_data == other["data"]
+    assert CampaignInteraction.objects.get().last_at == at(1)
+    assert Activity.objects.filter(type="MESSAGE_DELIVERED").count() == 1
