@@ -293,7 +293,8 @@ class Bridge:
 
     async def _log_stats(self) -> None:
         """Every `stats_interval_s`, whatever the connections do: during an outage it says connected=false."""
-        queue = Queue(self.config.queue_name, {"connection": self.config.redis_url, "prefix": self.config.prefix})
+        # Made once the BullMQ Redis has answered: bullmq's client retries for seconds even to close.
+        queue: Queue | None = None
         last_total, last_time = 0, time.monotonic()
         try:
             while True:
@@ -309,14 +310,19 @@ class Bridge:
                     **{f"pending_{name}": b.pending for name, b in self.batchers.items()},
                 }
                 if self.watch.connected["bullmq"]:
+                    if queue is None:
+                        queue = Queue(
+                            self.config.queue_name, {"connection": self.config.redis_url, "prefix": self.config.prefix}
+                        )
                     fields.update(await self._bullmq_figures(queue))
                 logger.info("bridge_stats", extra=fields)
                 last_total, last_time = total, now
         except asyncio.CancelledError:
             pass
         finally:
-            with contextlib.suppress(Exception):
-                await queue.close()
+            if queue is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(queue.close(), STATS_QUERY_TIMEOUT_S)
 
     async def _bullmq_figures(self, queue: Queue) -> dict[str, object]:
         # Best-effort and bounded: bullmq's client may sit in its own retries; stats must keep coming.
