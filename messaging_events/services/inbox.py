@@ -156,7 +156,7 @@ def _apply(event: Event, row_id: int) -> Outcome:
             return handler(event, row_id)
     except ApplicationError as exc:
         return Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), exc.message)
-    except TRANSIENT_ERRORS:
+    except (*TRANSIENT_ERRORS, SoftTimeLimitExceeded):  # the batch hands this event to a retry
         raise
     except DataError as exc:  # a value the database refuses: the event's content, so a rejection
         if connection.needs_rollback or not connection.is_usable():
