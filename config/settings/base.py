@@ -103,6 +103,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240
 # and exactly-once effects.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A batch killed by the hard time limit goes back to its queue: acknowledging it would lose the events it
+# had not recorded (the soft limit hands unfinished events to a retry first; docs/decisions.md).
+CELERY_TASK_ACKS_ON_TIMEOUT = False
 # One message carries a batch of up to BRIDGE_BATCH_SIZE events, so a prefetch of 1
 # already keeps a child busy; a larger prefetch would let a child hold `low` batches
 # while a `high` batch waits in Redis. See docs/decisions.md.

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('crm', '0004_pending_score_refresh_plural'),
+        ("crm", "0004_pending_score_refresh_plural"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='profile',
-            name='consent_reports',
+            model_name="profile",
+            name="consent_reports",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

@@ -4,48 +4,53 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('crm', '0005_profile_consent_reports'),
-        ('messaging_events', '0001_initial'),
+        ("crm", "0005_profile_consent_reports"),
+        ("messaging_events", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='inboundevent',
-            name='inbound_event_identity',
+            model_name="inboundevent",
+            name="inbound_event_identity",
         ),
         migrations.AddField(
-            model_name='inboundevent',
-            name='conflict',
-            field=models.CharField(blank=True, choices=[('', 'none'), ('open', 'open'), ('resolved', 'resolved')], default='', max_length=8),
+            model_name="inboundevent",
+            name="conflict",
+            field=models.CharField(
+                blank=True, choices=[("", "none"), ("open", "open"), ("resolved", "resolved")], default="", max_length=8
+            ),
         ),
         migrations.AddField(
-            model_name='inboundevent',
-            name='conflict_data',
-            field=models.JSONField(blank=True, help_text='The other content seen under this identity.', null=True),
+            model_name="inboundevent",
+            name="conflict_data",
+            field=models.JSONField(blank=True, help_text="The other content seen under this identity.", null=True),
         ),
         migrations.AddField(
-            model_name='inboundevent',
-            name='conflict_hash',
-            field=models.CharField(blank=True, default='', max_length=64),
+            model_name="inboundevent",
+            name="conflict_hash",
+            field=models.CharField(blank=True, default="", max_length=64),
         ),
         migrations.AddField(
-            model_name='inboundevent',
-            name='conflict_job_timestamp',
+            model_name="inboundevent",
+            name="conflict_job_timestamp",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='inboundevent',
-            name='content_hash',
-            field=models.CharField(blank=True, default='', max_length=64),
+            model_name="inboundevent",
+            name="content_hash",
+            field=models.CharField(blank=True, default="", max_length=64),
         ),
         migrations.AddIndex(
-            model_name='inboundevent',
-            index=models.Index(condition=models.Q(('conflict', 'open')), fields=['conflict'], name='inbound_conflict_open'),
+            model_name="inboundevent",
+            index=models.Index(
+                condition=models.Q(("conflict", "open")), fields=["conflict"], name="inbound_conflict_open"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='inboundevent',
-            constraint=models.UniqueConstraint(fields=('tenant_ref', 'event_type', 'idempotency_key'), name='inbound_event_typed_identity'),
+            model_name="inboundevent",
+            constraint=models.UniqueConstraint(
+                fields=("tenant_ref", "event_type", "idempotency_key"), name="inbound_event_typed_identity"
+            ),
         ),
     ]

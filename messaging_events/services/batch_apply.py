@@ -233,7 +233,7 @@ def _judge(claim: _Claim, link: LinkRow | None) -> Outcome:
             tenant_external_id=event.tenant_ref,
         )
     except ApplicationError as exc:
-        return Outcome(InboundEventStatus.REJECTED, inbox._tenant_id_for_ref(event.tenant_ref), exc.message)
+        return Outcome(InboundEventStatus.REJECTED, inbox._tenant_of(event), exc.message)
     return Outcome.applied(link.tenant_id)
 
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from crm.errors import ApplicationError
-from crm.models import Tenant
+from crm.models import ContactLink, Tenant
 from messaging_events import error_tracking, metrics
 from messaging_events.contract.jobs import (
     UNREADABLE_MARKER,
@@ -146,10 +146,15 @@ def _finish(row_id: int, *, status: str, tenant_id: int | None, error: str, atte
     )
 
 
-def _tenant_id_for_ref(tenant_ref: str) -> int | None:
-    if not tenant_ref:
-        return None
-    return Tenant.objects.filter(external_id=tenant_ref).values_list("pk", flat=True).first()
+def _tenant_of(parsed: Event | Rejection) -> int | None:
+    """The tenant whose staff see an event that did not apply: the one it names (when known; a
+    rejection never creates a tenant), else, when it names none, its contact link's."""
+    if parsed.tenant_ref:
+        return Tenant.objects.filter(external_id=parsed.tenant_ref).values_list("pk", flat=True).first()
+    if parsed.contact_id:
+        link = ContactLink.objects.filter(messaging_contact_id=parsed.contact_id)
+        return link.values_list("tenant_id", flat=True).first()
+    return None
 
 
 def _apply(event: Event, row_id: int) -> Outcome:
@@ -158,27 +163,29 @@ def _apply(event: Event, row_id: int) -> Outcome:
         with transaction.atomic():  # a savepoint: a rejected or broken event leaves no effect behind
             return handler(event, row_id)
     except ApplicationError as exc:
-        return Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), exc.message)
-    except TRANSIENT_ERRORS:
+        return Outcome(InboundEventStatus.REJECTED, _tenant_of(event), exc.message)
+    except (*TRANSIENT_ERRORS, SoftTimeLimitExceeded):  # the batch hands this event to a retry
         raise
     except DataError as exc:  # a value the database refuses: the event's content, so a rejection
         if connection.needs_rollback or not connection.is_usable():
             raise
         return Outcome(
-            InboundEventStatus.REJECTED, _tenant_id_for_ref(event.tenant_ref), f"the database refused a value: {exc}"
+            InboundEventStatus.REJECTED,
+            _tenant_of(event),
+            f"the database refused a value: {exc}",
         )
     except DatabaseError as exc:
         if connection.needs_rollback or not connection.is_usable():
             raise
         logger.exception("event_failed key=%s type=%s", event.idempotency_key, event.type)
-        return Outcome(InboundEventStatus.FAILED, _tenant_id_for_ref(event.tenant_ref), f"database error: {exc}")
+        return Outcome(InboundEventStatus.FAILED, _tenant_of(event), f"database error: {exc}")
     except Exception as exc:  # a bug must not poison the batch; the event stays replayable as failed
         # Reported before the log line: Sentry's logging integration would send the same exception untagged.
         error_tracking.report(exc, event_type=event.type.value, key=event.idempotency_key)
         logger.exception("event_failed key=%s type=%s", event.idempotency_key, event.type)
         return Outcome(
             InboundEventStatus.FAILED,
-            _tenant_id_for_ref(event.tenant_ref),
+            _tenant_of(event),
             f"internal error: {type(exc).__name__}: {exc}",
         )
 
@@ -206,7 +213,7 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
             metrics.record_event(_type_of(parsed), "duplicate")
             return status, None
         if isinstance(parsed, Rejection):
-            outcome = Outcome(InboundEventStatus.REJECTED, _tenant_id_for_ref(parsed.tenant_ref), parsed.reason)
+            outcome = Outcome(InboundEventStatus.REJECTED, _tenant_of(parsed), parsed.reason)
         else:
             outcome = _apply(parsed, row_id)
         _finish(row_id, status=outcome.status, tenant_id=outcome.tenant_id, error=outcome.note)
@@ -296,7 +303,7 @@ def record_failure(job: BridgedJob, error: str) -> None:
         _finish(
             row_id,
             status=InboundEventStatus.FAILED,
-            tenant_id=_tenant_id_for_ref(parsed.tenant_ref),
+            tenant_id=_tenant_of(parsed),
             error=error,
             attempted=False,
         )

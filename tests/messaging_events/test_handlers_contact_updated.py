@@ -3,9 +3,7 @@
 Its opt-in flags never change consent: they are an observation (docs/decisions.md).
 """
 
-from datetime import timedelta
-
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model

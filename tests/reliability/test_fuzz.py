@@ -112,7 +112,8 @@ def malformed_job(draw: st.DrawFn) -> dict:
     }
 
 
-def generate_malformed_jobs(count: int) -> list[dict]:
+def _draw_jobs(job_strategy: st.SearchStrategy, count: int) -> list[dict]:
+    """`count` jobs drawn from `job_strategy`, each given its own identity (`_unique`)."""
     jobs: list[dict] = []
 
     @settings(
@@ -122,13 +123,17 @@ def generate_malformed_jobs(count: int) -> list[dict]:
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(st.lists(malformed_job(), min_size=20, max_size=20))
+    @given(st.lists(job_strategy, min_size=20, max_size=20))
     def collect(batch: list[dict]) -> None:
         jobs.extend(batch)
 
     while len(jobs) < count:
         collect()
     return [_unique(job, n) for n, job in enumerate(jobs[:count])]
+
+
+def generate_malformed_jobs(count: int) -> list[dict]:
+    return _draw_jobs(malformed_job(), count)
 
 
 def _unique(job: dict, n: int) -> dict:
@@ -142,7 +147,7 @@ def _unique(job: dict, n: int) -> dict:
         data = {**data, "fuzzSeq": n}
         if isinstance(data.get("payload"), dict) and "eventId" in data["payload"]:
             data["payload"] = {**data["payload"], "eventId": f"fz-{n}"}
-    return {"name": job["name"], "data": data}
+    return {"name": job["name"], "data": data, **({"opts": job["opts"]} if "opts" in job else {})}
 
 
 # A rejection without an eventId is identified with its job timestamp: the test sets it, to know it.
@@ -280,24 +285,7 @@ def hostile_job(draw: st.DrawFn) -> dict:
 
 
 def generate_hostile_jobs(count: int) -> list[dict]:
-    jobs: list[dict] = []
-
-    @settings(
-        max_examples=count // 20,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(st.lists(hostile_job(), min_size=20, max_size=20))
-    def collect(batch: list[dict]) -> None:
-        jobs.extend(batch)
-
-    while len(jobs) < count:
-        collect()
-    return [
-        {**_unique(job, n), **({"opts": job["opts"]} if "opts" in job else {})} for n, job in enumerate(jobs[:count])
-    ]
+    return _draw_jobs(hostile_job(), count)
 
 
 def test_hostile_content_never_fails_a_job_and_every_job_gets_one_inbox_row(processes: Processes) -> None:
