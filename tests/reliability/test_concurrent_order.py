@@ -18,6 +18,7 @@ from django.core.management import call_command
 
 from crm.models import ActivityType, Profile, Segment
 from crm.services.engagement import engagement_scores_refresh
+from crm.services.export import PROFILE_FIELDS
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.models import InboundEvent
 from messaging_events.services.parking import unpark_contacts
@@ -162,6 +163,10 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _plain(value: object) -> object:
+    return _iso(value) if isinstance(value, datetime) else value
+
+
 def _snapshot() -> dict:
     """Every CRM table, per profile keyed by its tenant and contactIds (ids and arrival-dependent
     fields left out), and every event's final inbox status by its identity."""
@@ -179,24 +184,7 @@ def _snapshot() -> dict:
     ):
         key = (profile.tenant.external_id, *sorted(link.messaging_contact_id for link in profile.contact_links.all()))
         profiles[key] = {
-            "fields": {
-                name: getattr(profile, name)
-                for name in (
-                    "email",
-                    "phone",
-                    "first_name",
-                    "last_name",
-                    "email_verified",
-                    "phone_verified",
-                    "email_opt_in",
-                    "sms_opt_in",
-                    "push_opt_in",
-                    "whatsapp_opt_in",
-                    "is_stub",
-                    "engagement_score",
-                )
-            }
-            | {name: _iso(getattr(profile, name)) for name in ("last_message_at", "last_activity_at")},
+            "fields": {name: _plain(getattr(profile, name)) for name in (*PROFILE_FIELDS, "is_stub")},
             "consent": sorted((c.channel, c.opted_in, _iso(c.changed_at), c.source) for c in profile.consents.all()),
             "ledger": sorted(
                 (c.channel, c.opted_in, _iso(c.occurred_at), c.source, c.tiebreak)

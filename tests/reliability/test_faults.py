@@ -125,7 +125,7 @@ def _kill_a_busy_child(worker) -> tuple[set[str], set[str], int]:
         batches = {**before, **unacked_batches()}
         recorded = {key for key, n in deliveries(event_keys(batches)).items() if n}
         try:
-            wait_until(lambda n=lost_before: worker.output().count("WorkerLostError") > n, 15, interval=0.05)
+            wait_until(lambda n=lost_before: worker.output().count("WorkerLostError") > n, 5, interval=0.05)
         except AssertionError:
             continue  # the child was between batches: nothing was lost, try again
         lost = set(batches[_redelivered_task(worker, list(batches))].keys)
@@ -134,7 +134,7 @@ def _kill_a_busy_child(worker) -> tuple[set[str], set[str], int]:
 
 
 def test_worker_child_and_main_process_killed_with_sigkill_mid_batch(processes: Processes) -> None:
-    stream = known_stream("wk", 150)
+    stream = known_stream("wk", 300)  # long enough that a kill missing a batch leaves work for the next
     worker, _bridge = _start_pipeline(processes, BRIDGE_ENV)
     publish_jobs(stream.jobs)
     expected = dict.fromkeys(stream.keys, 1)
