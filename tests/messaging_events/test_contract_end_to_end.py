@@ -169,8 +169,9 @@ def test_every_event_type_in_both_shapes_and_malformed_jobs_end_in_the_inbox(pro
         ActivityType.EMAIL_CLICKED: 1,
         ActivityType.SMS_REPLIED: 1,
     }
-    # Two statements from each of contact.created and both contact.updated, one from each preference change.
-    assert ConsentChange.objects.filter(profile=profile).count() == 8
+    # Two statements from contact.created and one from each preference change; contact.updated states
+    # no consent (its flags are only reported: docs/decisions.md).
+    assert ConsentChange.objects.filter(profile=profile).count() == 4
     assert list(HardBounce.objects.values_list("profile_id", "message_id")) == [(profile.pk, "msg_789")]
     assert list(AttributionEvent.objects.values_list("profile_id", "campaign_id", "link_id")) == [
         (profile.pk, "campaign_dec_2025", "link_123")
