@@ -207,3 +207,18 @@ ensure_node_modules() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 }
+
+start_test_stack() {
+  # The test servers and environment, shared by `make test` and `make mutation`: installs what is
+  # missing, starts PostgreSQL and Redis (stopped again when the calling script exits), exports the URLs.
+  ensure_system_packages
+  ensure_venv requirements-dev.txt
+  ensure_node_modules
+  start_postgres
+  start_redis
+  trap 'stop_redis; stop_postgres' EXIT
+  eval "$(stack_env)"
+  export DJANGO_SETTINGS_MODULE=config.settings.test
+  export PATH="$ROOT/.venv/bin:$PATH"
+  cd "$ROOT"
+}

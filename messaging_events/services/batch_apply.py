@@ -86,11 +86,7 @@ ON CONFLICT (tenant_ref, event_type, idempotency_key) DO UPDATE SET
     deliveries = inbox.deliveries + EXCLUDED.deliveries,
     job_attempts = GREATEST(inbox.job_attempts, EXCLUDED.job_attempts),
     content_hash = CASE WHEN inbox.content_hash = '' THEN EXCLUDED.content_hash ELSE inbox.content_hash END,
-    conflict = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict ELSE 'open' END,
-    conflict_data = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_data ELSE EXCLUDED.raw_data END,
-    conflict_job_timestamp = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_job_timestamp
-                                  ELSE EXCLUDED.job_timestamp END,
-    conflict_hash = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_hash ELSE EXCLUDED.content_hash END,
+{inbox.claim_conflict_sql(_SAME_CONTENT)}
     updated_at = now()
 RETURNING id, tenant_ref, event_type, idempotency_key, status, (xmax = 0) AS inserted, content_hash
 """

@@ -77,6 +77,18 @@ def _strip_nul(value: Any) -> Any:
 # Rows from before content hashes take the first redelivery's hash.
 _SAME_CONTENT = """(%(replay)s OR inbox.content_hash = ''
     OR EXCLUDED.content_hash IN (inbox.content_hash, inbox.conflict_hash))"""
+
+
+def claim_conflict_sql(same_content: str) -> str:
+    """The claim's `DO UPDATE` assignments that open a conflict unless `same_content` holds; shared by
+    this claim and the set-based one (`batch_apply`), whose rows are aliased `inbox` as here."""
+    return f"""    conflict = CASE WHEN {same_content} THEN inbox.conflict ELSE 'open' END,
+    conflict_data = CASE WHEN {same_content} THEN inbox.conflict_data ELSE EXCLUDED.raw_data END,
+    conflict_job_timestamp = CASE WHEN {same_content} THEN inbox.conflict_job_timestamp
+                                  ELSE EXCLUDED.job_timestamp END,
+    conflict_hash = CASE WHEN {same_content} THEN inbox.conflict_hash ELSE EXCLUDED.content_hash END,"""
+
+
 _CLAIM_SQL = f"""
 INSERT INTO messaging_events_inboundevent AS inbox
     (tenant_ref, idempotency_key, event_type, priority, messaging_contact_id, bullmq_job_id, job_name,
@@ -90,11 +102,7 @@ ON CONFLICT (tenant_ref, event_type, idempotency_key) DO UPDATE SET
     job_attempts = GREATEST(inbox.job_attempts, EXCLUDED.job_attempts),
     content_hash = CASE WHEN %(replay)s OR inbox.content_hash = '' THEN EXCLUDED.content_hash
                         ELSE inbox.content_hash END,
-    conflict = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict ELSE 'open' END,
-    conflict_data = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_data ELSE EXCLUDED.raw_data END,
-    conflict_job_timestamp = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_job_timestamp
-                                  ELSE EXCLUDED.job_timestamp END,
-    conflict_hash = CASE WHEN {_SAME_CONTENT} THEN inbox.conflict_hash ELSE EXCLUDED.content_hash END,
+{claim_conflict_sql(_SAME_CONTENT)}
     updated_at = now()
 RETURNING id, status, (xmax = 0) AS inserted, content_hash <> %(hash)s AS other_content
 """
