@@ -12,7 +12,7 @@ Handlers only translate a validated `Event` into CRM service calls and report an
 
 from collections.abc import Callable
 
-from crm.models import Profile
+from crm.models import Profile, Tenant
 from crm.services import contacts, messages
 from crm.services.selectors import contact_link_for_event
 from crm.services.tenants import tenant_get_or_create
@@ -99,8 +99,8 @@ def contact_preference_updated(event: Event, inbox_id: int) -> Outcome:
 
 @handles(EventType.CONTACT_DELETED)
 def contact_deleted(event: Event, inbox_id: int) -> Outcome:
-    # Recorded under its tenant, so that the tenant's staff see it (the contract requires a tenantId).
-    tenant_id = tenant_get_or_create(event.tenant_ref).pk
+    # Recorded under its tenant, so that the tenant's staff see it; an ignored event never creates one.
+    tenant_id = Tenant.objects.filter(external_id=event.tenant_ref).values_list("pk", flat=True).first()
     return Outcome.ignored(tenant_id, "contact.deleted is reserved by the contract; the CRM changes nothing")
 
 

@@ -20,14 +20,24 @@ def _retry_countdown(retries: int) -> int:
     )
 
 
+def _schedule_unpark(contact_ids: list[str]) -> None:
+    """Unpark the events waiting for these contacts. Outside a transaction `on_commit` asks the
+    connection for its autocommit state, which reconnects: if the database just went away, an error
+    escaping here would skip the retry of the batch's transient events and acknowledge them unrecorded
+    (seen as lost events in the PostgreSQL-restart test). `parking.schedule_unpark` guards its own
+    query and publish; the beat sweep unparks what a failed schedule leaves parked."""
+    try:
+        transaction.on_commit(lambda: parking.schedule_unpark(contact_ids))
+    except inbox.TRANSIENT_ERRORS as exc:
+        logger.warning("unpark_schedule_failed contacts=%d error=%s", len(contact_ids), type(exc).__name__)
+
+
 @shared_task(bind=True, name="messaging_events.apply_event_batch", max_retries=None)
 def apply_event_batch(self, jobs: list[BridgedJob], replay: bool = False) -> dict[str, int]:
     """Apply a batch of bridged BullMQ jobs: message events set-based in one transaction, the rest per event."""
     result = batch_apply.apply_batch(jobs, replay=replay)
     if result.linked_contact_ids:
-        contact_ids = sorted(result.linked_contact_ids)
-        # Never raises (see parking.schedule_unpark): an error here would skip the retry below.
-        transaction.on_commit(lambda: parking.schedule_unpark(contact_ids))
+        _schedule_unpark(sorted(result.linked_contact_ids))
     if result.transient:
         failed_jobs = [job for job, _ in result.transient]
         if self.request.retries < settings.EVENT_TASK_MAX_RETRIES:
