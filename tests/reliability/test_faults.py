@@ -195,10 +195,12 @@ def test_worker_child_and_main_process_killed_with_sigkill_mid_batch(processes: 
 def test_sigterm_with_work_in_flight_shuts_down_cleanly(processes: Processes) -> None:
     stream = known_stream("st", 250)
     publish_jobs(stream.jobs)
-    # The bridge runs first, so Celery has a backlog when the worker starts and stops.
+    # The bridge runs first, so Celery has a backlog when the worker starts and stops. The set-based path
+    # applies message events in milliseconds, so the backlog must be large enough for the worker's SIGTERM
+    # to find it mid-work (20 messages were drained before the first poll could see them).
     bridge = processes.start_bridge(env=BRIDGE_ENV)
     wait_until(
-        lambda: sum(celery_queue_depths().values()) >= 20 and bullmq_counts()["waiting"] > 0 and active_job_ids(),
+        lambda: sum(celery_queue_depths().values()) >= 100 and bullmq_counts()["waiting"] > 0 and active_job_ids(),
         60,
         interval=0.01,
     )

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from messaging_events.contract.jobs import identity_of
 from messaging_events.contract.routing import EventType, event_type_from_name
 from messaging_events.models import InboundEvent
-from tests.processes import Processes, bullmq_counts, publish_jobs
+from tests.processes import Processes, bullmq_counts, publish_jobs, wait_for_quiescence
 from tests.reliability.stream import BEAT_ENV, assert_invariants, known_stream, report, settle
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(600)]
@@ -299,7 +299,8 @@ def test_hostile_content_never_fails_a_job_and_every_job_gets_one_inbox_row(proc
         publish_jobs(hostile + valid.jobs)
     finally:
         sys.setrecursionlimit(limit)
-    settle(timeout=300)
+    # Not `settle()`: hostile message events name contacts that never arrive, so some stay parked by design.
+    wait_for_quiescence(timeout=300, stable_s=1.5)
 
     counts = bullmq_counts()
     assert counts["failed"] == 0 and counts["completed"] == len(hostile) + valid.size, counts
