@@ -156,11 +156,13 @@ def _finish(row_id: int, *, status: str, tenant_id: int | None, error: str, atte
 
 def _tenant_of(parsed: Event | Rejection) -> int | None:
     """The tenant whose staff see an event that did not apply: the one it names (when known; a
-    rejection never creates a tenant), else, when it names none, its contact link's."""
+    rejection never creates a tenant), else, when it names none, its contact link's. Looked up by the
+    values as stored: a NUL in a rejected event's ids must not break the lookup."""
     if parsed.tenant_ref:
-        return Tenant.objects.filter(external_id=parsed.tenant_ref).values_list("pk", flat=True).first()
+        tenant = Tenant.objects.filter(external_id=_strip_nul(parsed.tenant_ref))
+        return tenant.values_list("pk", flat=True).first()
     if parsed.contact_id:
-        link = ContactLink.objects.filter(messaging_contact_id=parsed.contact_id)
+        link = ContactLink.objects.filter(messaging_contact_id=_strip_nul(parsed.contact_id))
         return link.values_list("tenant_id", flat=True).first()
     return None
 
