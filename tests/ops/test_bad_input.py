@@ -55,7 +55,7 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[" ".join(a).replace("{tmp}/", "") for a, _ in BAD_INPUT])
-def test_bad_input_is_one_line_and_exit_1(db, files: Path, args: tuple[str, ...], message: str) -> None:
+def test_bad_input_is_one_line_and_exit_1(transactional_db, files: Path, args: tuple[str, ...], message: str) -> None:
     result = manage(*(arg.format(tmp=files) for arg in args))
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
@@ -66,7 +66,7 @@ def test_bad_input_is_one_line_and_exit_1(db, files: Path, args: tuple[str, ...]
 
 
 @pytest.mark.parametrize("command", ["redrive_bullmq", "publish_demo_events"])
-def test_unreachable_bullmq_redis_is_one_line(db, command: str) -> None:
+def test_unreachable_bullmq_redis_is_one_line(transactional_db, command: str) -> None:
     result = manage(command, env=closed_redis_env())
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
@@ -75,7 +75,7 @@ def test_unreachable_bullmq_redis_is_one_line(db, command: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, output
 
 
-def test_bad_rows_are_rejected_with_their_line_numbers(db, tmp_path: Path) -> None:
+def test_bad_rows_are_rejected_with_their_line_numbers(transactional_db, tmp_path: Path) -> None:
     export = tmp_path / "contacts.csv"
     export.write_bytes(
         b"tenantId,contactId,firstName\n"
