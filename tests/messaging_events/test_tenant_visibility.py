@@ -10,8 +10,15 @@ pytestmark = pytest.mark.django_db
 
 
 def test_contact_deleted_is_recorded_under_its_tenant() -> None:
+    tenant = Tenant.objects.create(external_id=TENANT)
     assert process(contact_deleted_job(event_id="del-1")) == "ignored"
-    assert InboundEvent.objects.get().tenant == Tenant.objects.get(external_id=TENANT)
+    assert InboundEvent.objects.get().tenant == tenant
+
+
+def test_contact_deleted_naming_an_unknown_tenant_never_creates_one() -> None:
+    assert process(contact_deleted_job(event_id="del-2", tenant_id="t-nobody")) == "ignored"
+    assert InboundEvent.objects.get().tenant is None
+    assert not Tenant.objects.exists()
 
 
 def test_a_rejection_naming_no_tenant_is_visible_to_its_linked_contacts_tenant() -> None:
