@@ -114,31 +114,8 @@ class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
             {"fields": ("conflict", "conflict_job_timestamp", "conflict_data_pretty")},
         ),
     )
-    readonly_fields = (
-        "event_type",
-        "status",
-        "error_text",
-        "warnings_table",
-        "tenant",
-        "tenant_ref",
-        "messaging_contact_id",
-        "idempotency_key",
-        "priority",
-        "bullmq_job_id",
-        "job_name",
-        "occurred_at",
-        "job_timestamp",
-        "received_at",
-        "applied_at",
-        "updated_at",
-        "attempts",
-        "deliveries",
-        "job_attempts",
-        "raw_data_pretty",
-        "conflict",
-        "conflict_job_timestamp",
-        "conflict_data_pretty",
-    )
+    # Every field shown is read-only: the inbox is a record.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     @admin.display(description="key", ordering="id")
     def short_key(self, obj: InboundEvent) -> str:
