@@ -2,6 +2,8 @@
 
 Staff see their tenants' events only; events that resolved to no tenant are for superusers.
 Failed, parked and rejected events can be replayed through the normal task path.
+Optional values the contract dropped (partial acceptance) show as warnings: a mark beside the
+status in the list, a "with warnings" filter, and a table on the event's page.
 """
 
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from crm.admin import TENANT_FILTER, ScopedModelAdmin, WideListMixin, json_block, when_column
 from crm.admin_scoping import ImmutableAdminMixin
@@ -48,20 +50,37 @@ class PriorityFilter(admin.SimpleListFilter):
         return queryset.filter(priority=self.value()) if self.value() else queryset
 
 
+class WarningsFilter(admin.SimpleListFilter):
+    """Events whose contract dropped or reinterpreted an optional value (partial acceptance)."""
+
+    title = "warnings"
+    parameter_name = "warnings"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "with warnings"), ("no", "without warnings")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.exclude(warnings=[])
+        if self.value() == "no":
+            return queryset.filter(warnings=[])
+        return queryset
+
+
 @admin.register(InboundEvent)
 class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
     # Fits 1280 px: the error is cut (whole on hover) and the key shortened; attempts are on the row's page.
     list_display = (
         "short_key",
         "event_type",
-        "status",
+        "status_marked",
         "tenant",
         "contact",
         when_column("received_at", "received"),
         "error_preview",
     )
     list_display_links = ("short_key",)
-    list_filter = ("status", "conflict", EventTypeFilter, TENANT_FILTER, PriorityFilter)
+    list_filter = ("status", WarningsFilter, "conflict", EventTypeFilter, TENANT_FILTER, PriorityFilter)
     list_select_related = ("tenant",)
     search_fields = (
         "idempotency_key__exact",
@@ -72,7 +91,20 @@ class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
     ordering = ("-id",)
     actions = ("replay_selected", "resolve_conflicts")
     fieldsets = (
-        (None, {"fields": ("event_type", "status", "error_text", "tenant", "tenant_ref", "messaging_contact_id")}),
+        (
+            None,
+            {
+                "fields": (
+                    "event_type",
+                    "status",
+                    "error_text",
+                    "warnings_table",
+                    "tenant",
+                    "tenant_ref",
+                    "messaging_contact_id",
+                )
+            },
+        ),
         ("Identity", {"fields": ("idempotency_key", "priority", "bullmq_job_id", "job_name")}),
         ("Timing", {"fields": ("occurred_at", "job_timestamp", "received_at", "applied_at", "updated_at")}),
         ("Delivery", {"fields": ("attempts", "deliveries", "job_attempts")}),
@@ -82,30 +114,8 @@ class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
             {"fields": ("conflict", "conflict_job_timestamp", "conflict_data_pretty")},
         ),
     )
-    readonly_fields = (
-        "event_type",
-        "status",
-        "error_text",
-        "tenant",
-        "tenant_ref",
-        "messaging_contact_id",
-        "idempotency_key",
-        "priority",
-        "bullmq_job_id",
-        "job_name",
-        "occurred_at",
-        "job_timestamp",
-        "received_at",
-        "applied_at",
-        "updated_at",
-        "attempts",
-        "deliveries",
-        "job_attempts",
-        "raw_data_pretty",
-        "conflict",
-        "conflict_job_timestamp",
-        "conflict_data_pretty",
-    )
+    # Every field shown is read-only: the inbox is a record.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     @admin.display(description="key", ordering="id")
     def short_key(self, obj: InboundEvent) -> str:
@@ -114,6 +124,29 @@ class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
     @admin.display(description="contact", ordering="messaging_contact_id")
     def contact(self, obj: InboundEvent) -> str:
         return cut(obj.messaging_contact_id, chars=CONTACT_CHARS, one_line=True) if obj.messaging_contact_id else "-"
+
+    @admin.display(description="status", ordering="status")
+    def status_marked(self, obj: InboundEvent) -> str:
+        if not obj.warnings:
+            return obj.status
+        fields = ", ".join(str(w.get("field", "?")) for w in obj.warnings)
+        return format_html(
+            '{} <span title="{} warning(s): {}">⚠ {}</span>', obj.status, len(obj.warnings), fields, len(obj.warnings)
+        )
+
+    @admin.display(description="warnings")
+    def warnings_table(self, obj: InboundEvent) -> str:
+        if not obj.warnings:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            ((w.get("field", ""), w.get("problem", ""), w.get("value", "")) for w in obj.warnings),
+        )
+        return format_html(
+            "<table><thead><tr><th>field</th><th>problem</th><th>value sent</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     @admin.display(description="error")
     def error_preview(self, obj: InboundEvent) -> str:

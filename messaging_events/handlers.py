@@ -130,7 +130,7 @@ def message_sent(event: Event, inbox_id: int, profile: Profile) -> None:
     messages.message_sent_record(
         profile=profile,
         message_id=p.messageId,
-        channel=p.channel,
+        channel=p.channel or "",  # an unknown channel is dropped by the contract (partial acceptance)
         template_id=p.templateId,
         template_name=p.templateName,
         campaign_id=p.campaignId,

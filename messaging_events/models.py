@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import Value
 
 
 class InboundEventStatus(models.TextChoices):
@@ -31,6 +32,8 @@ class InboundEvent(models.Model):
     tenant the event resolved to, which for message events may come from the contact link.
     A delivery with the same identity and other content is a conflict: it is kept in
     `conflict_data` and changes nothing until staff resolve it.
+    `warnings` lists the optional values the contract dropped or reinterpreted (partial acceptance,
+    `messaging_events.contract.fields.FieldWarning`), from the last time a worker judged the row.
     """
 
     tenant = models.ForeignKey("crm.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -57,6 +60,13 @@ class InboundEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Times a worker tried to apply it.")
     deliveries = models.PositiveIntegerField(default=1, help_text="Times it reached a worker.")
     job_attempts = models.PositiveIntegerField(default=0, help_text="BullMQ attemptsMade when last bridged.")
+    # A database default too: the claims insert rows with raw SQL that does not name the column.
+    warnings = models.JSONField(
+        default=list,
+        db_default=Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text="Optional values dropped or reinterpreted: [{field, problem, value}].",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -71,6 +81,8 @@ class InboundEvent(models.Model):
             models.Index(
                 fields=["conflict"], name="inbound_conflict_open", condition=models.Q(conflict=ConflictState.OPEN)
             ),
+            # Few rows have warnings: the admin filter and the status count read only those.
+            models.Index(fields=["status"], name="inbound_with_warnings", condition=~models.Q(warnings=[])),
         ]
         ordering = ["-received_at"]
 

@@ -24,6 +24,7 @@ from messaging_events.services.replay import replay_events
 from messaging_events.services.status import (
     HourOutcomes,
     bridge_status_get,
+    inbox_applied_with_warnings,
     inbox_hourly_outcomes,
     inbox_parked_summary,
     inbox_top_rejections,
@@ -106,6 +107,8 @@ def pipeline_view(request: HttpRequest) -> HttpResponse:
         "parked_count": parked_count,
         "oldest_parked": oldest_parked,
         "parked_link": inbox_link(status=InboundEventStatus.PARKED),
+        "warnings_count": inbox_applied_with_warnings(events).count(),
+        "warnings_link": inbox_link(status=InboundEventStatus.APPLIED, warnings="yes"),
         "failed_count": failed.count(),
         "failed": failed[:FAILED_SHOWN],
         "failed_link": inbox_link(status=InboundEventStatus.FAILED),

@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
-from messaging_events.contract.fields import check_timestamp_range
+from messaging_events.contract.fields import FieldWarning, check_timestamp_range
 from messaging_events.contract.routing import (
     REJECTION_PRIORITY,
     EventType,
@@ -20,7 +20,7 @@ from messaging_events.contract.routing import (
     event_type_from_name,
     priority_for,
 )
-from messaging_events.contract.schemas import OCCURRED_AT_FIELD, SCHEMAS, Payload
+from messaging_events.contract.schemas import OCCURRED_AT_FIELD, Payload, payload_parse
 
 MAX_ERROR_LENGTH = 2000
 # Deeper job data cannot travel: Python's JSON parser (in the worker's message decoding) stops near 1,000.
@@ -62,6 +62,8 @@ class Event:
     payload: Payload
     job: JobMeta
     raw: Any
+    # Optional values dropped or reinterpreted (partial acceptance); stored on the inbox row.
+    warnings: tuple[FieldWarning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
     if stated_type is not None and event_type_from_name(str(stated_type)) != event_type:
         raise _Invalid(f"job name {meta.name!r} and data.type {str(stated_type)[:100]!r} disagree")
     try:
-        payload = SCHEMAS[event_type].model_validate(raw_payload)
+        payload, warnings = payload_parse(event_type, raw_payload)
     except ValidationError as exc:
         raise _Invalid(_format_validation_error(exc)) from None
 
@@ -213,8 +215,9 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
     occurred_at = None
     if field := OCCURRED_AT_FIELD.get(event_type):
         occurred_at = getattr(payload, field)
-    # An event that states its own time is identified by its content; one that does not happened
-    # when its job was created, so two such statements differ by their job timestamp.
+    # An event that states its own time is identified by its content; one that does not (or whose time
+    # was dropped as invalid) happened when its job was created, so two such statements differ by their
+    # job timestamp.
     job_time_in_identity = occurred_at is None
     if occurred_at is None:
         # Contact events carry no time of their own: the job's timestamp is when it happened.
@@ -236,6 +239,7 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
         payload=payload,
         job=meta,
         raw=data,
+        warnings=warnings,
     )
 
 

@@ -1,10 +1,29 @@
-"""Typed payloads, one per event type. Unknown extra fields are kept: the producer may add fields."""
+"""Typed payloads, one per event type. Unknown extra fields are kept: the producer may add fields.
 
-from typing import Literal
+What may reject an event: what identifies it (eventId, tenantId, contactId, messageId), what decides
+a consent effect (a bounce's `bounceType`, which drives the hard-bounce opt-out; a reply's `replyText`,
+which may carry an opt-out keyword), and the consent statement itself (an opt-in flag that is not a
+boolean). Every other field is `Droppable`: an empty or invalid value is dropped with a warning
+(docs/decisions.md, "Partial acceptance").
+"""
+
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool, field_validator, model_validator
 
-from messaging_events.contract.fields import Email, Identifier, LongText, Name, Phone, ShortText, Timestamp, Url
+from messaging_events.contract.fields import (
+    WARNINGS_CONTEXT_KEY,
+    Droppable,
+    Email,
+    FieldWarning,
+    Identifier,
+    LongText,
+    Name,
+    Phone,
+    ShortText,
+    Timestamp,
+    Url,
+)
 from messaging_events.contract.routing import EventType
 
 OPT_IN_FIELDS: dict[str, str] = {
@@ -39,10 +58,10 @@ class ContactEventPayload(Payload):
 
 
 class ContactFieldsPayload(ContactEventPayload):
-    email: Email | None = None
-    phoneNumber: Phone | None = None
-    firstName: Name | None = None
-    lastName: Name | None = None
+    email: Droppable[Email] = None
+    phoneNumber: Droppable[Phone] = None
+    firstName: Droppable[Name] = None
+    lastName: Droppable[Name] = None
     emailOptIn: StrictBool | None = None
     smsOptIn: StrictBool | None = None
     pushOptIn: StrictBool | None = None
@@ -79,11 +98,12 @@ class MessagePayload(Payload):
 
 
 class MessageSent(MessagePayload):
-    channel: Literal["EMAIL", "SMS", "PUSH", "WHATSAPP"]
-    templateId: Identifier | None = None
-    templateName: ShortText | None = None
-    campaignId: Identifier | None = None
-    sentAt: Timestamp | None = None
+    # Optional in effect: an unknown channel leaves the interaction's channel empty, as for other types.
+    channel: Droppable[Literal["EMAIL", "SMS", "PUSH", "WHATSAPP"]] = None
+    templateId: Droppable[Identifier] = None
+    templateName: Droppable[ShortText] = None
+    campaignId: Droppable[Identifier] = None
+    sentAt: Droppable[Timestamp] = None
 
     @field_validator("channel", mode="before")
     @classmethod
@@ -92,38 +112,38 @@ class MessageSent(MessagePayload):
 
 
 class MessageDelivered(MessagePayload):
-    deliveredAt: Timestamp | None = None
+    deliveredAt: Droppable[Timestamp] = None
 
 
 class MessageFailed(MessagePayload):
-    reason: ShortText | None = None
-    failedAt: Timestamp | None = None
+    reason: Droppable[ShortText] = None
+    failedAt: Droppable[Timestamp] = None
 
 
 class MessageBounced(MessagePayload):
-    bounceType: Literal["hard", "soft"]
-    reason: ShortText | None = None
-    bouncedAt: Timestamp | None = None
+    bounceType: Literal["hard", "soft"]  # decides the hard-bounce opt-out: never guessed
+    reason: Droppable[ShortText] = None
+    bouncedAt: Droppable[Timestamp] = None
 
 
 class EmailOpened(MessagePayload):
-    campaignId: Identifier | None = None
-    openedAt: Timestamp | None = None
-    deviceType: ShortText | None = None
-    userAgent: LongText | None = None
+    campaignId: Droppable[Identifier] = None
+    openedAt: Droppable[Timestamp] = None
+    deviceType: Droppable[ShortText] = None
+    userAgent: Droppable[LongText] = None
 
 
 class EmailClicked(MessagePayload):
-    campaignId: Identifier | None = None
-    linkId: Identifier | None = None
-    linkUrl: Url | None = None
-    clickedAt: Timestamp | None = None
+    campaignId: Droppable[Identifier] = None
+    linkId: Droppable[Identifier] = None
+    linkUrl: Droppable[Url] = None
+    clickedAt: Droppable[Timestamp] = None
 
 
 class SmsReplied(Payload):
-    originalMessageId: Identifier | None = None
-    replyText: LongText
-    repliedAt: Timestamp | None = None
+    originalMessageId: Droppable[Identifier] = None
+    replyText: LongText  # the reply itself, which may carry an opt-out keyword: never cut or dropped
+    repliedAt: Droppable[Timestamp] = None
 
 
 SCHEMAS: dict[EventType, type[Payload]] = {
@@ -139,6 +159,16 @@ SCHEMAS: dict[EventType, type[Payload]] = {
     EventType.EMAIL_CLICKED: EmailClicked,
     EventType.SMS_REPLIED: SmsReplied,
 }
+
+
+def payload_parse(event_type: EventType, raw: Any) -> tuple[Payload, tuple[FieldWarning, ...]]:
+    """Validate a payload with partial acceptance: the typed payload without the values it dropped, and a
+    warning for each dropped or reinterpreted value, in field order. Raises pydantic's ValidationError
+    for what may reject the event."""
+    collected: dict[str, FieldWarning] = {}
+    payload = SCHEMAS[event_type].model_validate(raw, context={WARNINGS_CONTEXT_KEY: collected})
+    return payload, tuple(collected.values())
+
 
 # The payload field that says when a message or engagement event happened.
 OCCURRED_AT_FIELD: dict[EventType, str] = {

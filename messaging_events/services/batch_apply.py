@@ -13,7 +13,7 @@ events) are applied together in a fixed number of statements, whatever the batch
    tenant other than the link's rejects it (as `messaging_events.handlers` does);
 4. record the applied ones with `crm.services.message_batches` (score-refresh rows, profile locks,
    activities, interactions, attributions, profile timestamps);
-5. close every claimed row in one `UPDATE` of statuses.
+5. close every claimed row in one `UPDATE` of statuses (with the warnings of values the contract dropped).
 
 Every other event of the batch (contact and consent events, bounces, failures, replies, rejections)
 keeps the per-event path (`inbox.process_batch`), and runs first, so that contacts created in the
@@ -97,9 +97,10 @@ UPDATE messaging_events_inboundevent e SET
     status = v.status,
     tenant_id = v.tenant_id,
     error = v.error,
+    warnings = v.warnings,
     applied_at = CASE WHEN v.status = 'applied' THEN now() END,
     updated_at = now()
-FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, status text, tenant_id bigint, error text)
+FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, status text, tenant_id bigint, error text, warnings jsonb)
 WHERE e.id = v.id
 """
 
@@ -240,6 +241,7 @@ def _close(claims: list[_Claim]) -> None:
             "status": c.outcome.status.value,
             "tenant_id": c.outcome.tenant_id,
             "error": inbox._strip_nul(c.outcome.note)[:4000],
+            "warnings": inbox.warnings_of(c.event),
         }
         for c in claims
     ]

@@ -142,13 +142,30 @@ def _claim(parsed: Event | Rejection, *, count_delivery: bool, replay: bool = Fa
     return Claim(row_id, status, inserted, other_content)
 
 
-def _finish(row_id: int, *, status: str, tenant_id: int | None, error: str, attempted: bool = True) -> None:
+def warnings_of(parsed: Event | Rejection) -> list[dict[str, str]]:
+    """The row's `warnings` for this judgement: the values the contract dropped (none for a rejection).
+    Recomputed from the data at every judgement, so a replay gives the same list."""
+    if isinstance(parsed, Rejection):
+        return []
+    return [_strip_nul(warning.as_json()) for warning in parsed.warnings]
+
+
+def _finish(
+    row_id: int,
+    *,
+    status: str,
+    tenant_id: int | None,
+    error: str,
+    warnings: list[dict[str, str]],
+    attempted: bool = True,
+) -> None:
     now = timezone.now()
     InboundEvent.objects.filter(pk=row_id).update(
         attempts=F("attempts") + (1 if attempted else 0),
         status=status,
         tenant_id=tenant_id,
         error=_strip_nul(error)[:4000],
+        warnings=warnings,
         applied_at=now if status == InboundEventStatus.APPLIED else None,
         updated_at=now,
     )
@@ -226,7 +243,13 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
             outcome = Outcome(InboundEventStatus.REJECTED, _tenant_of(parsed), parsed.reason)
         else:
             outcome = _apply(parsed, row_id)
-        _finish(row_id, status=outcome.status, tenant_id=outcome.tenant_id, error=outcome.note)
+        _finish(
+            row_id,
+            status=outcome.status,
+            tenant_id=outcome.tenant_id,
+            error=outcome.note,
+            warnings=warnings_of(parsed),
+        )
     _log_outcome(parsed, outcome, time.perf_counter() - started)
     return outcome.status, outcome
 
@@ -254,6 +277,8 @@ def _log_outcome(parsed: Event | Rejection, outcome: Outcome, seconds: float) ->
             "contact": parsed.contact_id,
             "reason": redact(outcome.note) if outcome.status != InboundEventStatus.APPLIED else "",
             "duration_ms": round(seconds * 1000, 1),
+            # The fields only: a dropped value may be an email or a phone number.
+            "warnings": ",".join(w["field"] for w in warnings_of(parsed)),
         },
     )
 
@@ -315,6 +340,7 @@ def record_failure(job: BridgedJob, error: str) -> None:
             status=InboundEventStatus.FAILED,
             tenant_id=_tenant_of(parsed),
             error=error,
+            warnings=warnings_of(parsed),
             attempted=False,
         )
     logger.error("event_failed key=%s job=%s error=%s", parsed.idempotency_key, parsed.job.job_id, error[:200])

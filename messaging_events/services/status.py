@@ -46,6 +46,8 @@ class BridgeStatus:
     inbox_total: dict[str, int]
     oldest_parked: ParkedEvent | None
     open_conflicts: int = 0  # same identity, different content; any is a problem
+    # Applied without some optional values the contract dropped: for follow-up, never a problem.
+    applied_with_warnings: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -118,6 +120,12 @@ def _status_counts(since: datetime | None = None) -> dict[str, int]:
     for row in rows.order_by().values("status").annotate(n=Count("id")):
         counts[row["status"]] = row["n"]
     return counts
+
+
+def inbox_applied_with_warnings(events: QuerySet | None = None) -> QuerySet:
+    """Applied events whose contract dropped or reinterpreted an optional value (partial acceptance)."""
+    rows = InboundEvent.objects.all() if events is None else events
+    return rows.filter(status=InboundEventStatus.APPLIED).exclude(warnings=[])
 
 
 def _oldest_parked(now: datetime, events: QuerySet | None = None) -> ParkedEvent | None:
@@ -194,6 +202,7 @@ def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
         inbox_total=_status_counts(),
         oldest_parked=_oldest_parked(now),
         open_conflicts=InboundEvent.objects.filter(conflict=ConflictState.OPEN).count(),
+        applied_with_warnings=inbox_applied_with_warnings().count(),
     )
     status.problems = unreachable + threshold_problems(status)
     return status

@@ -53,9 +53,9 @@ MALFORMED = {
         {"name": "message.sent", "data": {"type": "message.sent", "identity": {"messagingContactId": CONTACT}}},
         "job data has no `payload` object",
     ),
-    "invalid email": (
-        contact_job("contact.updated", {**contact_payloads(prefix="bad")["contact.updated"], "email": "john@@example"}),
-        "payload.email: Value error, is not a valid email address",
+    "opt-in flag not a boolean": (
+        contact_job("contact.updated", {**contact_payloads(prefix="bad")["contact.updated"], "smsOptIn": "yes"}),
+        "payload.smsOptIn: Input should be a valid boolean",
     ),
     "type and name disagree": (
         {**message_job("message.sent", message_payloads(message="msg_x")["message.sent"]), "name": "message.failed"},

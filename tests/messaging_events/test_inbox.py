@@ -192,11 +192,11 @@ def test_replay_of_an_applied_event_does_nothing() -> None:
 
 def test_replay_rejudges_a_rejection() -> None:
     job = created(prefix="rej")
-    job["data"]["payload"]["email"] = "broken@"
+    job["data"]["payload"]["smsOptIn"] = "no"  # a consent flag that is not a boolean rejects
     run_task([job]).get()
     row = InboundEvent.objects.get()
     assert row.status == "rejected"
-    row.raw_data["payload"]["email"] = "fixed@example.com"  # an operator corrected the data
+    row.raw_data["payload"]["smsOptIn"] = False  # an operator corrected the data
     row.save()
     assert run_task([inbox.job_from_row(row)], replay=True).get() == {"applied": 1}
 

@@ -27,7 +27,7 @@ def test_each_type_lands_on_its_celery_queue(processes: Processes) -> None:
             "name": "messaging.contact.created",
         },
         {"name": "no.such.event", "data": {"payload": {}}},  # rejection records travel on normal
-        message_job("message.failed", {"messageId": "m", "failedAt": "soon"}),  # rejected, keeps its type's queue
+        message_job("message.failed", {"failedAt": "2025-12-14T08:00:05Z"}),  # rejected (no messageId), on high
     ]
     processes.start_bridge(env={"BRIDGE_LINGER_MS": "50"})  # and no worker: the messages stay in Redis
     ids = publish_jobs(jobs, ids=True)

@@ -4,7 +4,7 @@ import pytest
 
 from crm.models import Tenant
 from messaging_events.models import InboundEvent
-from tests.factories import TENANT, contact_created_job, contact_deleted_job, message_sent_job, process
+from tests.factories import TENANT, contact_created_job, contact_deleted_job, message_bounced_job, process
 
 pytestmark = pytest.mark.django_db
 
@@ -23,15 +23,15 @@ def test_contact_deleted_naming_an_unknown_tenant_never_creates_one() -> None:
 
 def test_a_rejection_naming_no_tenant_is_visible_to_its_linked_contacts_tenant() -> None:
     process(contact_created_job(event_id="c-1"))
-    bad = message_sent_job(event_id="bad-1", channel="CARRIER_PIGEON")
+    bad = message_bounced_job(event_id="bad-1", bounce_type="medium")
     assert process(bad) == "rejected"
     assert InboundEvent.objects.get(idempotency_key="bad-1").tenant == Tenant.objects.get(external_id=TENANT)
 
 
 def test_a_rejection_naming_a_known_tenant_is_stored_with_it_and_never_creates_one() -> None:
     process(contact_created_job(event_id="c-1"))
-    known = message_sent_job(event_id="bad-2", channel="CARRIER_PIGEON", tenant_id=TENANT)
-    unknown = message_sent_job(event_id="bad-3", channel="CARRIER_PIGEON", tenant_id="t-nobody")
+    known = message_bounced_job(event_id="bad-2", bounce_type="medium", tenant_id=TENANT)
+    unknown = message_bounced_job(event_id="bad-3", bounce_type="medium", tenant_id="t-nobody")
     assert process(known) == process(unknown) == "rejected"
     assert InboundEvent.objects.get(idempotency_key="bad-2").tenant.external_id == TENANT
     assert InboundEvent.objects.get(idempotency_key="bad-3").tenant is None

@@ -3,7 +3,7 @@
 import pytest
 from django.db import DataError
 
-from crm.models import Profile
+from crm.models import ContactLink, Profile
 from messaging_events import handlers
 from messaging_events.contract.routing import EventType
 from messaging_events.models import InboundEvent
@@ -32,18 +32,26 @@ def test_content_postgres_cannot_store_is_recorded_not_raised() -> None:
     unreadable = InboundEvent.objects.get(bullmq_job_id="deep-1")
     assert unreadable.error.startswith("job content could not be processed: RecursionError")
     assert unreadable.raw_data == {"_unreadable": {"head": "<dict that cannot be serialised>"}}
-    assert rows["ok"].status == "applied"
-    assert {key: row.status for key, row in rows.items() if key != "ok"} == dict.fromkeys(
-        [k for k in rows if k != "ok"], "rejected"
-    )
-    assert "must not contain NUL" in rows["n1"].error
+    # A name PostgreSQL cannot hold is an optional field: dropped, with a warning (partial acceptance).
+    applied = ("ok", "s1", "n1")
+    assert {key: row.status for key, row in rows.items()} == {
+        key: "applied" if key in applied else "rejected" for key in rows
+    }
+    assert rows["n1"].warnings == [
+        {"field": "payload.firstName", "problem": "must not contain NUL characters; dropped", "value": '"Ann\\u0000"'}
+    ]
     assert rows["t1"].error.startswith("no occurred-at")
     assert rows["s1"].raw_data["payload"]["firstName"] == "Ann\ufffd"  # stored, replaced
-    assert (
-        rows["s1"].error
-        == "payload.firstName: Input should be a valid string, unable to parse raw data as a unicode string"
-    )
-    assert Profile.objects.count() == 1  # only "ok": a rejection leaves no effect behind
+    assert rows["s1"].warnings == [
+        {
+            "field": "payload.firstName",
+            "problem": "Input should be a valid string, unable to parse raw data as a unicode string; dropped",
+            "value": '"Ann\\ud800"',
+        }
+    ]
+    # The three contacts share a phone number, so they resolve to one profile; the bad names never reach it.
+    assert ContactLink.objects.count() == 3
+    assert list(Profile.objects.values_list("first_name", flat=True)) == ["John"]
 
 
 def test_a_value_the_database_refuses_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,6 +120,14 @@ def test_logs_of_a_full_run_never_contain_emails_or_phone_numbers(processes: Pro
             }
         },
     }
+    # Partial acceptance applies the two events above without their bad address (a warning on the row);
+    # a consent flag that is not a boolean still rejects, here one that quotes an address.
+    bad_flag = {
+        "name": "contact.created",
+        "data": {
+            "payload": {"eventId": "bad-flag", "tenantId": TENANT, "contactId": "bad-flag", "smsOptIn": "pii.flag@x"}
+        },
+    }
     raw_jobs, raw_people = _raw_spellings()
     # Everything at DEBUG: the worker's root logger follows --loglevel, the bridge's LOG_LEVEL.
     args = ["--loglevel=DEBUG" if arg == "--loglevel=INFO" else arg for arg in worker_command()]
@@ -127,12 +135,14 @@ def test_logs_of_a_full_run_never_contain_emails_or_phone_numbers(processes: Pro
     worker.wait_for_output(" ready.", 45)
     processes.start_beat(env=BEAT_ENV)
     bridge = processes.start_bridge(env={"LOG_LEVEL": "DEBUG", "BRIDGE_STATS_INTERVAL_S": "1"})
-    publish_jobs([*stream.jobs, bad_email])
+    publish_jobs([*stream.jobs, bad_email, bad_flag])
     publish_jobs(raw_jobs)
     settle()
     assert_invariants(stream)
-    assert InboundEvent.objects.get(idempotency_key="bad-pii").status == "rejected"
-    assert InboundEvent.objects.get(idempotency_key="bad-phone").status == "rejected"
+    for key, field in (("bad-pii", "payload.email"), ("bad-phone", "payload.phoneNumber")):
+        row = InboundEvent.objects.get(idempotency_key=key)
+        assert (row.status, [w["field"] for w in row.warnings]) == ("applied", [field])
+    assert InboundEvent.objects.get(idempotency_key="bad-flag").status == "rejected"
     raw_keys = [job["data"]["payload"]["eventId"] for job in raw_jobs[:-1]]
     assert set(InboundEvent.objects.filter(idempotency_key__in=raw_keys).values_list("status", flat=True)) == {
         "applied"
@@ -144,5 +154,5 @@ def test_logs_of_a_full_run_never_contain_emails_or_phone_numbers(processes: Pro
     people = [*zip(stream.emails, stream.phones, strict=True), *raw_people]
     leaked = sorted(form for email, phone in people for form in _forms(email, phone) if form in logs)
     assert not leaked, f"personal data in the logs: {leaked[:5]}"
-    for refused in ("pii.bad@", "+27 82 99"):
+    for refused in ("pii.bad@", "+27 82 99", "pii.flag@"):
         assert refused not in logs

@@ -28,6 +28,7 @@ def _table(status: BridgeStatus) -> str:
             f"contact={parked.contact_id or '-'} received={parked.received_at} age={parked.age_s:.0f}s"
         )
     lines.append(f"Open conflicts (same identity, other content): {status.open_conflicts}")
+    lines.append(f"Applied with warnings (optional values dropped, informational): {status.applied_with_warnings}")
     if status.problems:
         lines.append("UNHEALTHY:")
         lines += [f"  - {problem}" for problem in status.problems]

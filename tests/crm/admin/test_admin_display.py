@@ -28,7 +28,7 @@ def test_inbound_list_shows_a_short_key_and_the_error_cut_with_hover(world: Worl
     assert headers == [
         "short_key",
         "event_type",
-        "status",
+        "status_marked",  # the status, with a mark when the contract dropped optional values
         "tenant",
         "contact",
         "received_at_humanised",

@@ -1,7 +1,7 @@
 """Job parsing: both job shapes, identities, tenants, and readable rejections."""
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -188,11 +188,8 @@ def _reason_for_payload(name: str, **changes: Any) -> str:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"email": "not-an-email"}, "payload.email: Value error, is not a valid email address"),
-        ({"email": "john@"}, "payload.email: Value error, is not a valid email address"),
-        ({"phoneNumber": "12"}, "payload.phoneNumber: Value error, is not"),
-        ({"phoneNumber": "+2782123456789012345678901234567890"}, "payload.phoneNumber: Value error, must be a string"),
         ({"emailOptIn": "yes"}, "payload.emailOptIn: Input should be a valid boolean"),
+        ({"smsOptIn": 1}, "payload.smsOptIn: Input should be a valid boolean"),
         ({"tenantId": None}, "payload.tenantId"),
         ({"contactId": "has space"}, "payload.contactId: Value error, must be a string of 1 to 128 characters"),
     ],
@@ -211,26 +208,6 @@ def test_email_and_phone_are_normalised() -> None:
 def test_preference_update_must_state_an_opt_in() -> None:
     payload = {"eventId": "e", "tenantId": TENANT, "contactId": CONTACT}
     assert "names no opt-in field" in rejection(contact_job("contactPreference.updated", payload)).reason
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("yesterday", "must be an ISO 8601 timestamp"),
-        ("2025-12-14T08:00:00", "must carry a time zone"),
-        ("1999-12-31T23:59:59Z", "is before 2000-01-01"),
-        (
-            (datetime.now(UTC) + timedelta(days=3)).isoformat().replace("+00:00", "Z"),
-            "is more than 24 hours in the future",
-        ),
-        (1765699200, "must be an ISO 8601 timestamp string"),
-    ],
-)
-def test_bad_timestamps_are_rejected(value: Any, expected: str) -> None:
-    job = message_job("message.sent", {**message_payloads()["message.sent"], "sentAt": value})
-    reason = rejection(job).reason
-    assert reason.startswith("payload.sentAt: ")
-    assert expected in reason
 
 
 def test_timestamp_with_offset_is_converted_to_utc() -> None:
@@ -257,8 +234,8 @@ def test_contact_event_without_a_job_timestamp_is_rejected() -> None:
             "job data has no `payload` object",
         ),
         (
-            {"name": "message.sent", "data": {"type": "message.sent", "identity": "c", "payload": {"messageId": "m"}}},
-            "payload.channel: Field required",
+            {"name": "sms.replied", "data": {"identity": {"messagingContactId": "c"}, "payload": {}}},
+            "payload.replyText: Field required",
         ),
         (
             {"name": "sms.replied", "data": {"identity": ["c"], "payload": {"replyText": "hi"}}},
@@ -302,7 +279,7 @@ def test_rejection_set_by_the_bridge_wins() -> None:
     assert parsed.event_type == "contact.created"
 
 
-def test_overlong_values_are_rejected() -> None:
-    assert "payload.firstName" in _reason_for_payload("contact.created", firstName="J" * 201)
+def test_an_overlong_reply_is_rejected() -> None:
+    # The reply is the event (and may carry an opt-out keyword): never cut or dropped.
     job = message_job("sms.replied", {**message_payloads()["sms.replied"], "replyText": "x" * 4001})
     assert "payload.replyText" in rejection(job).reason
