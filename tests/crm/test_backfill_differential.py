@@ -77,7 +77,9 @@ def _live_state() -> None:
         tenant_get_or_create(tenant)
         t = tenant_get_or_create(tenant)
         Segment.objects.create(tenant=t, name="email", required_consent_channel="email")
-        Segment.objects.create(tenant=t, name="sms-verified", required_consent_channel="sms", require_verified_email=True)
+        Segment.objects.create(
+            tenant=t, name="sms-verified", required_consent_channel="sms", require_verified_email=True
+        )
     for contact in range(0, 70, 7):
         contact_import(
             tenant_external_id=TENANTS[contact % 2],
