@@ -36,7 +36,7 @@ def _phone(n: int) -> str:
 def generated_rows(seed: int, rows: int = 160) -> list[str]:
     rng = random.Random(seed)
     lines = []
-    for n in range(rows):
+    for _ in range(rows):
         contact = rng.randrange(70)
         row: dict = {
             "tenantId": rng.choice(TENANTS) if rng.random() < 0.15 else TENANTS[contact % 2],
@@ -144,9 +144,41 @@ def _differences(left: dict, right: dict) -> list[str]:
     return found
 
 
+@pytest.fixture
+def written_in_bulk(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows written by the set-based writer (a spy: the writer still runs)."""
+    from crm.services import backfill_bulk
+
+    written: list[int] = []
+    real = backfill_bulk.new_contacts_write
+
+    def spy(rows):
+        written.append(len(rows))
+        return real(rows)
+
+    monkeypatch.setattr(backfill_bulk, "new_contacts_write", spy)
+    return written
+
+
+@pytest.fixture
+def applied_per_row(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Contact ids applied through contact_import by the backfill (a spy)."""
+    from crm.services import contacts
+
+    applied: list[str] = []
+    real = contacts.contact_import
+
+    def spy(**kwargs):
+        applied.append(kwargs["contact_id"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(contacts, "contact_import", spy)
+    return applied
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", range(6))
-def test_bulk_and_row_by_row_give_the_same_tables(tmp_path: Path, seed: int) -> None:
+def test_bulk_and_row_by_row_give_the_same_tables(tmp_path: Path, seed: int, written_in_bulk: list[int]) -> None:
     path = tmp_path / f"generated-{seed}.jsonl"
     path.write_text("\n".join(generated_rows(seed)) + "\n")
     chunk_rows = (7, 16, 50)[seed % 3]
@@ -159,6 +191,7 @@ def test_bulk_and_row_by_row_give_the_same_tables(tmp_path: Path, seed: int) -> 
 
     assert _differences(reference, bulk) == []
     assert _report(bulk_result) == _report(reference_result)
+    assert sum(written_in_bulk) >= 10  # both ways of the bulk path were exercised
     assert bulk_result.counts["created"] > 5 and bulk_result.counts["rejected"] >= 3
     assert bulk_result.counts["linked"] + bulk_result.counts["updated"] > 0
 
@@ -186,7 +219,9 @@ def test_bulk_and_row_by_row_give_the_same_tables(tmp_path: Path, seed: int) -> 
 
 
 @pytest.mark.django_db
-def test_a_file_of_new_contacts_is_written_set_based(tmp_path: Path, django_assert_max_num_queries) -> None:
+def test_a_file_of_new_contacts_is_written_set_based(
+    tmp_path: Path, django_assert_max_num_queries, written_in_bulk: list[int], applied_per_row: list[str]
+) -> None:
     """500 new people in one chunk: a bounded number of statements, not a few per row."""
     path = tmp_path / "new.jsonl"
     path.write_text(
@@ -201,5 +236,6 @@ def test_a_file_of_new_contacts_is_written_set_based(tmp_path: Path, django_asse
     with django_assert_max_num_queries(40):
         result = contacts_backfill(path=path, as_of=AS_OF)
     assert result.counts["created"] == 500
+    assert written_in_bulk == [500] and applied_per_row == []
     snapshot = crm_snapshot()
     assert len(snapshot["SegmentMembership"]) == 500 and len(snapshot["Activity"]) == 500
