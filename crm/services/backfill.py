@@ -21,6 +21,7 @@ statement never overrides a newer live decision: it is recorded in the ledger as
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -512,6 +513,8 @@ def contacts_backfill(
     result = BackfillResult(dry_run=dry_run)
     default_occurred_at = as_of or datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
     rows = read_csv(path, result, tenant=tenant) if fmt == "csv" else read_jsonl(path, result)
+    first = next(rows, None)  # reads the CSV header: a file refused whole fails here, before any write
+    rows = itertools.chain([] if first is None else [first], rows)
     checkpoint = None if dry_run else checkpoint_open(path=path, tenant=tenant, resume=resume)
     result.resumed_after_line = checkpoint.last_line if checkpoint is not None and resume else 0
     size = chunk_rows or (ROW_BY_ROW_CHUNK_ROWS if row_by_row else CHUNK_ROWS)
