@@ -32,7 +32,7 @@ from crm.services.backfill import Item, Step, ValidRow
 from crm.services.consent import consent_tiebreak
 from crm.services.contacts import MESSAGING_LAWFUL_BASIS
 from crm.services.profiles import _event_may_set, stamp
-from crm.services.segments import segment_members_queryset
+from crm.services.segments import segment_members_add, segment_members_queryset
 
 IDENTITY_FIELDS = (("email", "email"), ("phone", "phoneNumber"), ("first_name", "firstName"), ("last_name", "lastName"))
 
@@ -264,14 +264,7 @@ def _segments_join(by_tenant: dict[int, list[int]]) -> None:
     """Segment membership of new profiles whose consent was stated (contact_import recomputes it on each change)."""
     for segment in Segment.objects.filter(tenant_id__in=list(by_tenant)):
         members = segment_members_queryset(segment=segment).filter(pk__in=by_tenant[segment.tenant_id])
-        sql, params = members.values("pk").query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO crm_segmentmembership (tenant_id, segment_id, profile_id, added_at) "
-                f"SELECT %s, %s, q.profile_id, now() FROM ({sql}) AS q (profile_id) "
-                "ON CONFLICT (segment_id, profile_id) DO NOTHING",
-                [segment.tenant_id, segment.pk, *params],
-            )
+        segment_members_add(segment=segment, members=members)
 
 
 def new_contacts_write(rows: list[ValidRow]) -> None:
