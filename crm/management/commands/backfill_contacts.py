@@ -91,7 +91,7 @@ class Command(BaseCommand):
             bar.update(result.rows - last_rows)  # tqdm shows rows/s and the ETA from these updates
             last_rows = result.rows
             # Counts only: never a row's content (personal data).
-            bar.set_postfix(changed=result.changed, rejected=result.counts["rejected"], refresh=False)
+            bar.set_postfix(changed=f"{result.changed:,}", rejected=f"{result.counts['rejected']:,}", refresh=False)
 
         try:
             result = contacts_backfill(
