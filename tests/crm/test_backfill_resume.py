@@ -6,7 +6,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from crm.models import BackfillCheckpoint, Profile
 from crm.services.backfill import BackfillResult, contacts_backfill, file_sha256
@@ -83,3 +83,19 @@ def test_command_resume_summary_and_options(tmp_path: Path) -> None:
     assert "contacts.jsonl (jsonl): 20 rows in " in text
     assert "resumed after line 10 (committed by an earlier run)" in text
     assert re.search(r"^  created +20$", text, re.M)
+
+
+@pytest.mark.django_db
+def test_ctrl_c_ends_the_command_with_one_line_pointing_at_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crm.management.commands import backfill_contacts
+
+    def interrupted(**options) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backfill_contacts, "contacts_backfill", interrupted)
+    path = tmp_path / "contacts.jsonl"
+    write_jsonl(path, 3, bad_every=0)
+    with pytest.raises(CommandError, match="interrupted: the chunks committed so far are kept; continue with --resume"):
+        call_command("backfill_contacts", str(path), "--no-progress")

@@ -109,6 +109,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except OSError as exc:
             raise CommandError(f"{path}: cannot read it ({exc.strerror})") from None
+        except KeyboardInterrupt:
+            raise CommandError("interrupted: the chunks committed so far are kept; continue with --resume") from None
         finally:
             if bar is not None:
                 bar.close()
