@@ -11,10 +11,12 @@ Phases, in order (each figure's pair is measured minutes apart on the same machi
 6. e2e_per_event  the mixed stream on empty tables again, with BRIDGE_BATCH_SIZE=1
 7. scaling        the tables are grown to 10x the stream's data, then a new stream of the same size
 8. priority       a flood of low events sits in Celery `low`; high events are published during its drain
+9. backfill       empty tables grown in SQL to 10x the file, then `backfill_contacts` in bulk on BENCH_BACKFILL_ROWS
+                  new contacts, the same file again, and 2,000 others row by row (bench/backfill.py)
 
 Results: a table on stdout, and bench/results/latest.json (not committed).
 Environment: BENCH_QUICK=1 for the small run; BENCH_PHASES=e2e,priority to run a subset (development);
-BENCH_CONTACTS, BENCH_N, BENCH_FLOOD, BENCH_HIGH override the sizes.
+BENCH_CONTACTS, BENCH_N, BENCH_FLOOD, BENCH_HIGH, BENCH_BACKFILL_ROWS override the sizes.
 """
 
 import contextlib
@@ -46,13 +48,25 @@ SIZES = {
     "flood": int(os.environ.get("BENCH_FLOOD", 5_000 if QUICK else 50_000)),
     "high": int(os.environ.get("BENCH_HIGH", 200)),
     "prefill_factor": 10,
+    "backfill_rows": int(os.environ.get("BENCH_BACKFILL_ROWS", 20_000 if QUICK else 100_000)),
+    "backfill_per_row_rows": 2_000,
 }
 # Time bounds, so that a slow pipeline still gives its figures within the run's budget: an end-to-end
 # phase stops waiting after E2E_BUDGET_S and its rate is then the events applied by then over the time
 # they took (the phase is marked incomplete); the high-priority events are spread over at most SPREAD_MAX_S.
 E2E_BUDGET_S = float(os.environ.get("BENCH_E2E_BUDGET_S", 20 if QUICK else 120))
 SPREAD_MAX_S = float(os.environ.get("BENCH_SPREAD_MAX_S", 15 if QUICK else 90))
-ALL_PHASES = ("node_noop", "bridge_drain", "e2e", "e2e_campaign", "inprocess", "e2e_per_event", "scaling", "priority")
+ALL_PHASES = (
+    "node_noop",
+    "bridge_drain",
+    "e2e",
+    "e2e_campaign",
+    "inprocess",
+    "e2e_per_event",
+    "scaling",
+    "priority",
+    "backfill",
+)
 INBOX_ONLY = os.environ.get("BENCH_INBOX_ONLY") == "1"  # diagnostic: no CRM work (bench/inbox_only.py)
 PG_STATS = os.environ.get("BENCH_PG_STATS") == "1"  # scripts/bench.sh loads pg_stat_statements
 STALL_S = int(os.environ.get("BENCH_STALL_S", 90))
@@ -68,6 +82,8 @@ TARGETS = {
     "scaling_ratio": (">=", 0.9, "≥ 0.9"),
     "bridge_peak_rss_mb": ("<=", 150, "≤ 150"),
     "worker_peak_rss_mb": ("<=", 250, "≤ 250"),
+    "backfill_rows_per_s": (">=", 5000, "≥ 5,000"),
+    "backfill_bulk_vs_row_by_row": (">=", 20.0, "≥ 20x"),
 }
 
 logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr)
@@ -443,6 +459,26 @@ class Bench:
         self.results["inprocess_set_based_speedup"] = figures["set_based_speedup"]
         log.info("  in-process: %s", figures)
 
+    def run_backfill(self) -> None:
+        from bench import backfill
+
+        record = self.phase("backfill")
+        self.truncate()
+        logging.disable(logging.INFO)
+        try:
+            figures = backfill.measure(
+                rows=SIZES["backfill_rows"],
+                per_row_rows=SIZES["backfill_per_row_rows"],
+                prefill_factor=SIZES["prefill_factor"],
+                work=self.work,
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+        record.update(figures)
+        for key in ("backfill_rows_per_s", "backfill_row_by_row_rows_per_s", "backfill_bulk_vs_row_by_row"):
+            self.results[key] = figures[key]
+        log.info("  backfill: %s", figures)
+
     def run_priority(self, contacts, tag: str) -> None:
         from bench import stream
 
@@ -678,6 +714,8 @@ class Bench:
                 known = self.known_contacts("b", contacts)
                 self.details["phases"].setdefault("priority_contacts", {})["known"] = len(known)
                 self.run_priority(known or stream.contacts_of(contacts, tenants, "b"), tag="flood")
+            if "backfill" in PHASES:
+                self.run_backfill()
         finally:
             self.stop_all()
             self.sampler.stop()
@@ -732,6 +770,9 @@ class Bench:
             "scaling_ratio",
             "bridge_peak_rss_mb",
             "worker_peak_rss_mb",
+            "backfill_rows_per_s",
+            "backfill_row_by_row_rows_per_s",
+            "backfill_bulk_vs_row_by_row",
         ]
         output = {
             **{key: r.get(key) for key in order},

@@ -283,3 +283,27 @@ class HardBounce(models.Model):
 
     def __str__(self) -> str:
         return f"hard bounce {self.message_id} @ {self.occurred_at:%Y-%m-%d}"
+
+
+class BackfillCheckpoint(models.Model):
+    """How far `backfill_contacts` got in one file: written in the same transaction as each chunk, so
+    `--resume` continues after the last committed line. Keyed by the file's sha256 and the `--tenant`
+    override (the same bytes imported for another tenant are another import)."""
+
+    file_sha256 = models.CharField(max_length=64)
+    tenant_override = models.CharField(max_length=128, blank=True, default="")
+    file_name = models.CharField(max_length=300, blank=True, default="")
+    last_line = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)
+    completed = models.BooleanField(default=False)
+    started_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["file_sha256", "tenant_override"], name="backfill_checkpoint_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} @ line {self.last_line}"

@@ -1,8 +1,15 @@
-"""Backfill: import a Messaging contact export (CSV or JSON lines) through the live `contact.created` path.
+"""Backfill: import a Messaging contact export (CSV or JSON lines) with the effect of the live `contact.created` path.
 
-Each row is validated with the same schema as a live `contact.created` payload and applied with
-`crm.services.contacts.contact_import`, so identity resolution and the consent rules are the
-live ones. Rows are read one at a time: memory does not grow with the file.
+Each row is validated with the same schema as a live `contact.created` payload. Two ways to apply it:
+
+- bulk (the default): chunks of rows are planned set-based (crm.services.backfill_bulk): rows that
+  create a new person are written in a few statements per chunk, rows whose statements are all
+  known already are counted `unchanged`, and every other row goes through `contact_import`, in file order;
+- row by row (`--row-by-row`, the reference): every row through `crm.services.contacts.contact_import`.
+
+Rows are read a chunk at a time: memory does not grow with the file. Each transaction commits its
+rows together with the file's checkpoint (crm.models.BackfillCheckpoint), so `--resume` continues
+after the last committed line.
 
 Idempotency: each row's `source_key` is its `eventId`, or `backfill:<sha256 of the canonical
 validated row>`; a second run of the same file finds every statement already recorded.
@@ -14,20 +21,24 @@ statement never overrides a newer live decision: it is recorded in the ledger as
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
 from pydantic import ValidationError
 
 from crm.errors import ApplicationError
+from crm.models import BackfillCheckpoint
 from messaging_events.contract.fields import parse_timestamp
 from messaging_events.contract.schemas import OPT_IN_FIELDS, ContactCreated
 
@@ -50,7 +61,12 @@ TIME_COLUMNS = ("updatedAt", "createdAt")
 OUTCOMES = ("created", "linked", "updated", "unchanged")
 TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
 FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
-CHUNK_ROWS = 500
+CHUNK_ROWS = 5_000  # bulk path: rows read, planned and written together
+ROW_BY_ROW_CHUNK_ROWS = 500  # per-row path: rows per transaction
+# Rows applied by contact_import per transaction in the bulk path: each holds up to three advisory
+# locks until commit, and the lock table is shared (max_locks_per_transaction x connections).
+PER_ROW_ROWS_PER_TRANSACTION = 500
+RETRIES = 3
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 MAX_LISTED_REJECTIONS = 10_000
 MAX_REASON_CHARS = 500
@@ -77,11 +93,15 @@ class BackfillResult:
     rejections: list[Rejection] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     dry_run: bool = False
+    resumed_after_line: int = 0  # rows up to this line were committed by an earlier run
+    seconds: float = 0.0
 
-    def reject(self, line: int, reason: str) -> None:
-        self.counts["rejected"] += 1
-        if len(self.rejections) < MAX_LISTED_REJECTIONS:
-            self.rejections.append(Rejection(line, reason[:MAX_REASON_CHARS]))
+    def merge(self, tally: "Tally", *, rows: int) -> None:
+        self.rows += rows
+        for name, n in tally.counts.items():
+            self.counts[name] += n
+        room = MAX_LISTED_REJECTIONS - len(self.rejections)
+        self.rejections.extend(tally.rejections[: max(0, room)])
 
     @property
     def changed(self) -> int:
@@ -253,7 +273,51 @@ def validate_row(row: Row, *, tenant: str | None, default_occurred_at: datetime)
     return ValidRow(payload=payload, occurred_at=stamp or default_occurred_at, source_key=source_key)
 
 
-def _apply(valid: ValidRow) -> str:
+@dataclass
+class Item:
+    """One row of a chunk, planned: `disposition` is "rejected", "new", "unchanged" or "row" (contact_import)."""
+
+    line: int
+    valid: ValidRow | None
+    reason: str = ""
+    disposition: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """Consecutive items applied together: "bulk" (set-based: new, unchanged, rejected) or "row" (one item)."""
+
+    kind: str
+    items: list[Item]
+
+
+@dataclass
+class Tally:
+    """What one transaction did; merged into the result only once it committed."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*OUTCOMES, "rejected"), 0))
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def reject(self, line: int, reason: str) -> None:
+        self.counts["rejected"] += 1
+        self.rejections.append(Rejection(line, reason[:MAX_REASON_CHARS]))
+
+
+def _validated(row: Row, *, tenant: str | None, default_occurred_at: datetime) -> Item:
+    try:
+        return Item(row.line, validate_row(row, tenant=tenant, default_occurred_at=default_occurred_at))
+    except _RowInvalid as exc:
+        logger.info("backfill_row_rejected line=%d kind=invalid", row.line)
+        return Item(row.line, None, reason=str(exc), disposition="rejected")
+
+
+def plan_row_by_row(items: list[Item]) -> list[Step]:
+    for item in items:
+        item.disposition = item.disposition or "row"
+    return [Step("row" if item.disposition == "row" else "bulk", [item]) for item in items]
+
+
+def _apply_row(valid: ValidRow) -> str:
     from crm.services.contacts import contact_import
 
     p = valid.payload
@@ -280,6 +344,149 @@ def _outcome_name(result: Any) -> str:
     return name
 
 
+def _row_step_apply(item: Item, tally: Tally) -> None:
+    assert item.valid is not None
+    try:
+        with transaction.atomic():  # a savepoint: a refused row leaves nothing behind
+            outcome = _apply_row(item.valid)
+    except ApplicationError as exc:
+        tally.reject(item.line, exc.message)
+        logger.info("backfill_row_rejected line=%d kind=refused", item.line)
+    except TRANSIENT_ERRORS:
+        raise  # the database is gone (or a deadlock): the chunk's transaction is retried or the run stops
+    except Exception as exc:  # a bug must not stop a long import; the row is reported
+        tally.reject(item.line, f"internal error: {type(exc).__name__}")
+        logger.error("backfill_row_failed line=%d error=%s", item.line, type(exc).__name__)
+    else:
+        tally.counts[outcome] += 1
+
+
+def _bulk_step_apply(items: list[Item], tally: Tally) -> None:
+    from crm.services.backfill_bulk import new_contacts_write
+
+    new = [item.valid for item in items if item.disposition == "new" and item.valid is not None]
+    if new:
+        new_contacts_write(new)
+        tally.counts["created"] += len(new)
+    for item in items:
+        if item.disposition == "rejected":
+            tally.reject(item.line, item.reason)
+        elif item.disposition == "unchanged":
+            tally.counts["unchanged"] += 1
+
+
+def _steps_apply(steps: list[Step], tally: Tally, row_budget: int) -> int:
+    """Apply steps in order until `row_budget` rows went through contact_import. Returns the items applied."""
+    applied = 0
+    for step in steps:
+        if step.kind == "row":
+            if row_budget <= 0:
+                break
+            row_budget -= 1
+            _row_step_apply(step.items[0], tally)
+        else:
+            _bulk_step_apply(step.items, tally)
+        applied += len(step.items)
+    return applied
+
+
+# Deadlock, serialization failure, unique violation (a live worker linked a contact of a "new" row
+# between planning and writing): the transaction is rolled back and the rest of the chunk replanned.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "23505"})
+
+
+def _retryable(exc: DatabaseError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+@dataclass
+class _Run:
+    planner: Callable[[list[Item]], list[Step]]
+    row_budget: int
+    checkpoint: BackfillCheckpoint | None
+    result: BackfillResult
+
+
+def _commit_without_waiting_for_flush() -> None:
+    """This transaction's commit does not wait for its WAL to reach disk. A crash can lose the last
+    few commits (PostgreSQL stays consistent); the checkpoint is in the same transactions, so a
+    `--resume` continues after the last one that survived."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def _chunk_apply(items: list[Item], run: _Run) -> None:
+    """Plan and apply one chunk: one transaction, or more when many rows need contact_import (each
+    commits its rows with the checkpoint). A retryable failure replans the rows not yet committed."""
+    remaining = items
+    failures = 0
+    while remaining:
+        steps = run.planner(remaining)
+        tally = Tally()
+        try:
+            with transaction.atomic():
+                _commit_without_waiting_for_flush()
+                applied = _steps_apply(steps, tally, run.row_budget)
+                if run.checkpoint is not None:
+                    checkpoint_advance(run.checkpoint, last_line=remaining[applied - 1].line, rows=applied, tally=tally)
+        except DatabaseError as exc:
+            if not _retryable(exc) or failures >= RETRIES:
+                raise
+            failures += 1
+            logger.warning("backfill_chunk_retry line=%d sqlstate=%s", remaining[0].line, exc.__cause__.sqlstate)
+            continue
+        run.result.merge(tally, rows=applied)
+        remaining = remaining[applied:]
+
+
+def _chunks(rows: Iterator[Row], size: int, after_line: int) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    for row in rows:
+        if row.line <= after_line:
+            continue
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_open(*, path: Path, tenant: str | None, resume: bool) -> BackfillCheckpoint:
+    """The file's checkpoint: kept as it is with `resume`, else started again at line 0."""
+    now = timezone.now()
+    checkpoint, created = BackfillCheckpoint.objects.get_or_create(
+        file_sha256=file_sha256(path),
+        tenant_override=tenant or "",
+        defaults={"file_name": path.name[:300], "started_at": now, "updated_at": now},
+    )
+    if not created and not resume:
+        checkpoint.last_line, checkpoint.rows_done, checkpoint.counts = 0, 0, {}
+        checkpoint.completed, checkpoint.started_at, checkpoint.updated_at = False, now, now
+        checkpoint.file_name = path.name[:300]
+        checkpoint.save()
+    return checkpoint
+
+
+def checkpoint_advance(checkpoint: BackfillCheckpoint, *, last_line: int, rows: int, tally: Tally) -> None:
+    """Inside the transaction that applied the rows up to `last_line`."""
+    counts = dict(checkpoint.counts or {})
+    for name, n in tally.counts.items():
+        counts[name] = counts.get(name, 0) + n
+    BackfillCheckpoint.objects.filter(pk=checkpoint.pk).update(
+        last_line=last_line, rows_done=checkpoint.rows_done + rows, counts=counts, updated_at=timezone.now()
+    )
+    checkpoint.last_line, checkpoint.rows_done, checkpoint.counts = last_line, checkpoint.rows_done + rows, counts
+
+
 class _DryRunRollback(Exception):
     pass
 
@@ -291,63 +498,59 @@ def contacts_backfill(
     tenant: str | None = None,
     as_of: datetime | None = None,
     dry_run: bool = False,
-    on_row: Callable[[BackfillResult], None] | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    row_by_row: bool = False,
+    chunk_rows: int | None = None,
+    resume: bool = False,
+    on_progress: Callable[[BackfillResult], None] | None = None,
 ) -> BackfillResult:
-    """Import the file row by row. Each chunk of rows commits on its own (a dry run: one transaction,
-    rolled back at the end, so it reports exactly what a real run would change)."""
+    """Import the file (module doc). Each chunk commits with the checkpoint; `resume` starts after the
+    checkpoint's last line. A dry run is one transaction, rolled back at the end, so it reports exactly
+    what a real run would change (and writes no checkpoint)."""
+    from crm.services.backfill_bulk import plan_bulk
+
     fmt = detect_format(path, fmt)
+    started = time.monotonic()
     result = BackfillResult(dry_run=dry_run)
     default_occurred_at = as_of or datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
     rows = read_csv(path, result, tenant=tenant) if fmt == "csv" else read_jsonl(path, result)
+    first = next(rows, None)  # reads the CSV header: a file refused whole fails here, before any write
+    rows = itertools.chain([] if first is None else [first], rows)
+    checkpoint = None if dry_run else checkpoint_open(path=path, tenant=tenant, resume=resume)
+    result.resumed_after_line = checkpoint.last_line if checkpoint is not None and resume else 0
+    size = chunk_rows or (ROW_BY_ROW_CHUNK_ROWS if row_by_row else CHUNK_ROWS)
+    run = _Run(
+        planner=plan_row_by_row if row_by_row else plan_bulk,
+        row_budget=size if row_by_row else PER_ROW_ROWS_PER_TRANSACTION,
+        checkpoint=checkpoint,
+        result=result,
+    )
 
-    def run_rows(limit: int | None) -> bool:
-        """Process up to `limit` rows (all when None); False once the file is exhausted."""
-        for taken, row in enumerate(rows, start=1):
-            _process(row)
-            if limit is not None and taken >= limit:
-                return True
-        return False
-
-    def _process(row: Row) -> None:
-        result.rows += 1
-        try:
-            valid = validate_row(row, tenant=tenant, default_occurred_at=default_occurred_at)
-            with transaction.atomic():  # a savepoint: a refused row leaves nothing behind
-                outcome = _apply(valid)
-        except _RowInvalid as exc:
-            result.reject(row.line, str(exc))
-            logger.info("backfill_row_rejected line=%d kind=invalid", row.line)
-        except ApplicationError as exc:
-            result.reject(row.line, exc.message)
-            logger.info("backfill_row_rejected line=%d kind=refused", row.line)
-        except TRANSIENT_ERRORS:
-            raise  # the database is gone: stop; committed chunks stay, and a rerun skips them
-        except Exception as exc:  # a bug must not stop a long import; the row is reported
-            result.reject(row.line, f"internal error: {type(exc).__name__}")
-            logger.error("backfill_row_failed line=%d error=%s", row.line, type(exc).__name__)
-        else:
-            result.counts[outcome] += 1
-        if on_row is not None:
-            on_row(result)
+    def run_all() -> None:
+        for chunk in _chunks(rows, size, result.resumed_after_line):
+            items = [_validated(row, tenant=tenant, default_occurred_at=default_occurred_at) for row in chunk]
+            _chunk_apply(items, run)
+            if on_progress is not None:
+                on_progress(result)
 
     if dry_run:
         try:
             with transaction.atomic():
-                run_rows(None)
+                run_all()
                 raise _DryRunRollback
         except _DryRunRollback:
             pass
     else:
-        more = True
-        while more:
-            with transaction.atomic():
-                more = run_rows(chunk_rows)
+        run_all()
+        BackfillCheckpoint.objects.filter(pk=checkpoint.pk).update(completed=True, updated_at=timezone.now())
+    result.rejections.sort(key=lambda r: r.line)
+    result.seconds = time.monotonic() - started
     logger.info(
-        "backfill_done file=%s rows=%d dry_run=%s %s",
+        "backfill_done file=%s rows=%d dry_run=%s bulk=%s seconds=%.1f %s",
         path.name,
         result.rows,
         dry_run,
+        not row_by_row,
+        result.seconds,
         " ".join(f"{k}={v}" for k, v in result.counts.items()),
     )
     return result

@@ -73,6 +73,12 @@ def segment_rebuild(*, segment: Segment) -> int:
     """Make the segment's members exactly the profiles that meet its rules. Returns the member count."""
     members = segment_members_queryset(segment=segment)
     SegmentMembership.objects.filter(segment=segment).exclude(profile_id__in=members.values("pk")).delete()
+    segment_members_add(segment=segment, members=members)
+    return SegmentMembership.objects.filter(segment=segment).count()
+
+
+def segment_members_add(*, segment: Segment, members: QuerySet[Profile]) -> None:
+    """Add these profiles (a subset of `segment_members_queryset`) to the segment, in one statement."""
     sql, params = members.values("pk").query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -81,4 +87,3 @@ def segment_rebuild(*, segment: Segment) -> int:
             "ON CONFLICT (segment_id, profile_id) DO NOTHING",
             [segment.tenant_id, segment.pk, *params],
         )
-    return SegmentMembership.objects.filter(segment=segment).count()

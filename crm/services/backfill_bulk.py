@@ -1,0 +1,310 @@
+"""The bulk path of `backfill_contacts`: plan a chunk of rows set-based, write the new people in a few statements.
+
+Planning reads the chunk's tenants, contact links and address matches in three queries, then gives
+each valid row a disposition (docs/decisions.md, "Backfill: the bulk path"):
+
+- "new": the contactId has no link, no profile of its tenant has the row's email or phone, and no
+  other row of the chunk shares its contactId, email, phone or any profile those reach.
+  `contact_import` would create a real profile, link it, fill the fields and record each opt-in as
+  the first statement of its channel: `new_contacts_write` writes exactly that for many rows at once.
+- "unchanged": the contactId is linked (in the row's tenant) to a real profile whose fields already
+  hold the row's values under the provenance rule, and whose ledger already holds each of the row's
+  statements, and no other row of the chunk reaches that profile. `contact_import` would write
+  nothing: nothing is written.
+- "row": everything else (a shared person, a stub, an existing profile to link or update, a tenant
+  mismatch) goes through `contact_import` itself, in file order, so its rules apply unchanged.
+
+A chunk's steps keep file order: runs of new/unchanged/rejected rows between rows of the "row" kind.
+Rows planned "new" share nothing with any other row of the chunk, so writing a run together gives
+the same result as writing its rows one after another.
+"""
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+import psycopg
+from django.db import connection, models
+from django.utils import timezone
+
+from crm.models import ConsentSource, Profile, Segment
+from crm.services.backfill import Item, Step, ValidRow
+from crm.services.consent import consent_tiebreak
+from crm.services.contacts import MESSAGING_LAWFUL_BASIS
+from crm.services.profiles import _event_may_set, stamp
+from crm.services.segments import segment_members_add, segment_members_queryset
+
+IDENTITY_FIELDS = (("email", "email"), ("phone", "phoneNumber"), ("first_name", "firstName"), ("last_name", "lastName"))
+
+
+def _cursor() -> psycopg.Cursor:
+    """A cursor with server-side binding on Django's connection (same transaction): psycopg dumps
+    large array parameters in C, where Django's client-side binding quotes them in Python."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+@dataclass(frozen=True)
+class _Linked:
+    tenant_id: int
+    profile_id: int
+    is_stub: bool
+    fields: dict[str, str]
+    field_sources: dict
+
+
+@dataclass
+class _Lookups:
+    tenants: dict[str, int]  # external id -> id
+    links: dict[str, _Linked]  # contact id -> its link
+    by_email: dict[tuple[int, str], list[int]]  # (tenant id, email) -> profile ids
+    by_phone: dict[tuple[int, str], list[int]]
+
+
+def _lookups(rows: list[ValidRow]) -> _Lookups:
+    with _cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id, id FROM crm_tenant WHERE external_id = ANY(%s)",
+            [sorted({r.payload.tenantId for r in rows})],
+        )
+        tenants = dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT l.messaging_contact_id, l.tenant_id, p.id, p.is_stub, p.email, p.phone, p.first_name,"
+            " p.last_name, p.field_sources FROM crm_contactlink l JOIN crm_profile p ON p.id = l.profile_id"
+            " WHERE l.messaging_contact_id = ANY(%s)",
+            [[r.payload.contactId for r in rows]],
+        )
+        links = {
+            contact: _Linked(
+                tenant_id,
+                profile_id,
+                is_stub,
+                {"email": email, "phone": phone, "first_name": first, "last_name": last},
+                json.loads(sources) if isinstance(sources, str) else sources or {},  # Django reads jsonb as text
+            )
+            for contact, tenant_id, profile_id, is_stub, email, phone, first, last, sources in cursor.fetchall()
+        }
+        found = {}
+        for column, attribute in (("email", "email"), ("phone", "phoneNumber")):
+            pairs = {
+                (tenants[r.payload.tenantId], getattr(r.payload, attribute))
+                for r in rows
+                if r.payload.tenantId in tenants and getattr(r.payload, attribute)
+            }
+            cursor.execute(
+                f"SELECT p.tenant_id, p.{column}, array_agg(p.id) FROM crm_profile p"
+                f" JOIN unnest(%s::bigint[], %s::text[]) AS k (tenant_id, value)"
+                f" ON p.tenant_id = k.tenant_id AND p.{column} = k.value GROUP BY 1, 2",
+                [[t for t, _ in pairs], [v for _, v in pairs]],
+            )
+            found[column] = {(tenant_id, value): ids for tenant_id, value, ids in cursor.fetchall()}
+    return _Lookups(tenants, links, found["email"], found["phone"])
+
+
+def _keys(row: ValidRow, lookups: _Lookups) -> set[str]:
+    """Everything that makes two rows of a chunk about the same person (or the same profile)."""
+    p = row.payload
+    keys = {f"contact:{p.contactId}"}
+    tenant_id = lookups.tenants.get(p.tenantId)
+    for name, value, matches in (
+        ("email", p.email, lookups.by_email),
+        ("phone", p.phoneNumber, lookups.by_phone),
+    ):
+        if value:
+            keys.add(f"{name}:{p.tenantId}:{value}")
+            keys.update(f"profile:{pk}" for pk in matches.get((tenant_id, value), ()))
+    link = lookups.links.get(p.contactId)
+    if link is not None:
+        keys.add(f"profile:{link.profile_id}")
+    return keys
+
+
+def _statements(row: ValidRow) -> list[tuple[str, bool, str]]:
+    """The row's consent statements as contact_import records them: (channel, opted in, tiebreak)."""
+    tiebreak = consent_tiebreak(
+        source=ConsentSource.MESSAGING_EVENT, source_key=row.source_key, occurred_at=row.occurred_at
+    )
+    return [(channel, opted_in, tiebreak) for channel, opted_in in sorted(row.payload.consent_statements().items())]
+
+
+def _fields_unchanged(row: ValidRow, link: _Linked) -> bool:
+    """contact_import would neither write a field nor note a difference (profiles.profile_fields_apply_event)."""
+    at = stamp(row.occurred_at)
+    for field, attribute in IDENTITY_FIELDS:
+        new = getattr(row.payload, attribute)
+        if not new:
+            continue
+        stored = link.fields[field]
+        if new != stored or _event_may_set(link.field_sources.get(field), stored, at, row.source_key):
+            return False
+    return True
+
+
+def _known_statements(candidates: list[tuple[int, ValidRow]]) -> set[tuple[int, str, str]]:
+    wanted = [(pk, channel, tiebreak) for pk, row in candidates for channel, _, tiebreak in _statements(row)]
+    if not wanted:
+        return set()
+    with _cursor() as cursor:
+        cursor.execute(
+            "SELECT c.profile_id, c.channel, c.tiebreak FROM crm_consentchange c"
+            " JOIN unnest(%s::bigint[], %s::text[], %s::text[]) AS k (profile_id, channel, tiebreak)"
+            " ON c.profile_id = k.profile_id AND c.channel = k.channel AND c.tiebreak = k.tiebreak",
+            [[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]],
+        )
+        return set(cursor.fetchall())
+
+
+def plan_bulk(items: list[Item]) -> list[Step]:
+    """Give each item its disposition (module doc) and group them into steps in file order."""
+    valid = [item for item in items if item.valid is not None]
+    lookups = _lookups([item.valid for item in valid])
+    keys = {id(item): _keys(item.valid, lookups) for item in valid}
+    seen = Counter(key for item_keys in keys.values() for key in item_keys)
+    maybe_unchanged: list[Item] = []
+    for item in valid:
+        p = item.valid.payload
+        link = lookups.links.get(p.contactId)
+        if any(seen[key] > 1 for key in keys[id(item)]):
+            item.disposition = "row"
+        elif link is not None:
+            usable = link.tenant_id == lookups.tenants.get(p.tenantId) and not link.is_stub
+            if usable and _fields_unchanged(item.valid, link):
+                maybe_unchanged.append(item)
+            item.disposition = "row"
+        elif any(key.startswith("profile:") for key in keys[id(item)]):
+            item.disposition = "row"  # an existing profile to link by email or phone
+        else:
+            item.disposition = "new"
+    known = _known_statements([(lookups.links[i.valid.payload.contactId].profile_id, i.valid) for i in maybe_unchanged])
+    for item in maybe_unchanged:
+        pk = lookups.links[item.valid.payload.contactId].profile_id
+        if all((pk, channel, tiebreak) in known for channel, _, tiebreak in _statements(item.valid)):
+            item.disposition = "unchanged"
+    steps: list[Step] = []
+    for item in items:
+        if item.disposition == "row":
+            steps.append(Step("row", [item]))
+        elif steps and steps[-1].kind == "bulk":
+            steps[-1].items.append(item)
+        else:
+            steps.append(Step("bulk", [item]))
+    return steps
+
+
+def _tenants_ensure(external_ids: list[str]) -> dict[str, int]:
+    with _cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO crm_tenant (external_id, name, created_at) SELECT e, '', now() FROM unnest(%s::text[]) e"
+            " ON CONFLICT (external_id) DO NOTHING",
+            [external_ids],
+        )
+        cursor.execute("SELECT external_id, id FROM crm_tenant WHERE external_id = ANY(%s)", [external_ids])
+        return dict(cursor.fetchall())
+
+
+# Every statement of a new profile is the first of its channel: recorded, in force, and a change
+# (from "no statement"), exactly as consent.consent_statement_record handles it.
+_CONSENT_SQL = """
+WITH s AS (
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::boolean[], %s::timestamptz[], %s::text[])
+        WITH ORDINALITY AS s (tenant_id, profile_id, channel, opted_in, occurred_at, tiebreak, n)
+), change AS (
+    INSERT INTO crm_consentchange
+        (tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source, source_event_id,
+         actor_id, lawful_basis, superseded, tiebreak)
+    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, now(), %s, NULL, NULL, %s, false, tiebreak
+    FROM s ORDER BY n
+    RETURNING id, tenant_id, profile_id, channel, opted_in, occurred_at, source
+), state AS (
+    INSERT INTO crm_marketingconsent (tenant_id, profile_id, channel, opted_in, changed_at, source, deciding_change_id)
+    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, source, id FROM change
+)
+INSERT INTO crm_activity (tenant_id, profile_id, type, occurred_at, data, source_event_id, created_at)
+SELECT tenant_id, profile_id,
+       CASE WHEN opted_in THEN 'CONSENT_OPTED_IN' ELSE 'CONSENT_OPTED_OUT' END,
+       occurred_at,
+       jsonb_build_object('channel', channel, 'opted_in', opted_in, 'source', source, 'consent_change_id', id),
+       NULL, now()
+FROM change ORDER BY id
+"""
+
+
+def _column_defaults() -> dict[str, object]:
+    """Every profile column with its model default, as COPY takes it (read from the model, so a new
+    column with a default needs no change here)."""
+    defaults = {}
+    for field in Profile._meta.concrete_fields:
+        value = field.get_default()
+        defaults[field.column] = json.dumps(value) if isinstance(field, models.JSONField) else value
+    return defaults
+
+
+def _profile_values(row: ValidRow, *, pk: int, tenant_id: int, defaults: dict) -> dict[str, object]:
+    p = row.payload
+    source = {"by": "event", "at": stamp(row.occurred_at), "event": row.source_key}
+    values = {field: getattr(p, attribute) or "" for field, attribute in IDENTITY_FIELDS}
+    return {
+        **defaults,
+        **values,
+        **{f"{channel}_opt_in": opted_in for channel, opted_in in p.consent_statements().items()},
+        "id": pk,
+        "tenant_id": tenant_id,
+        "is_stub": False,
+        "field_sources": json.dumps({field: source for field, value in values.items() if value}),
+    }
+
+
+def _copy(cursor: psycopg.Cursor, table: str, columns: list[str], rows: list[tuple]) -> None:
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _segments_join(by_tenant: dict[int, list[int]]) -> None:
+    """Segment membership of new profiles whose consent was stated (contact_import recomputes it on each change)."""
+    for segment in Segment.objects.filter(tenant_id__in=list(by_tenant)):
+        members = segment_members_queryset(segment=segment).filter(pk__in=by_tenant[segment.tenant_id])
+        segment_members_add(segment=segment, members=members)
+
+
+def new_contacts_write(rows: list[ValidRow]) -> None:
+    """What contact_import does for each row planned "new" (module doc), in a few statements: the
+    profiles and links by COPY (ids taken from the sequence first, in file order), the consent ledger,
+    state and activities in one statement, then segment membership."""
+    tenants = _tenants_ensure(sorted({r.payload.tenantId for r in rows}))
+    now = timezone.now()
+    defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
+    with _cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('crm_profile', 'id')) FROM generate_series(1, %s)", [len(rows)]
+        )
+        ids = [pk for (pk,) in cursor.fetchall()]
+        tenant_ids = [tenants[r.payload.tenantId] for r in rows]
+        profiles = [
+            _profile_values(r, pk=pk, tenant_id=t, defaults=defaults)
+            for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
+        ]
+        columns = list(defaults)
+        _copy(cursor, "crm_profile", columns, [tuple(values[c] for c in columns) for values in profiles])
+        _copy(
+            cursor,
+            "crm_contactlink",
+            ["tenant_id", "profile_id", "messaging_contact_id", "created_at"],
+            [(t, pk, r.payload.contactId, now) for r, pk, t in zip(rows, ids, tenant_ids, strict=True)],
+        )
+        statements = [
+            (t, pk, channel, opted_in, r.occurred_at, tiebreak)
+            for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
+            for channel, opted_in, tiebreak in _statements(r)
+        ]
+        if not statements:
+            return
+        cursor.execute(
+            _CONSENT_SQL,
+            [[s[i] for s in statements] for i in range(6)]
+            + [ConsentSource.MESSAGING_EVENT.value, MESSAGING_LAWFUL_BASIS[:300]],
+        )
+    stated = {s[1] for s in statements}
+    _segments_join(
+        {t: [pk for pk, t2 in zip(ids, tenant_ids, strict=True) if t2 == t and pk in stated] for t in set(tenant_ids)}
+    )
