@@ -1,5 +1,6 @@
 """The profile page: everything about a person, read-only event records, staff edits through the services."""
 
+import re
 import sys
 import types
 from datetime import timedelta
@@ -70,8 +71,11 @@ def test_profile_page_shows_timeline_consent_interactions_attributions_segments(
         "30.0",  # the EMAIL_OPENED part of the breakdown
         "no statement",  # channels without consent statements
         "Record consent change",
+        "<th>for address</th>",  # the consent panel names the address each channel's consent is for
+        "<td>email</td><td>alice@acme.example</td>",
     ):
         assert expected in html, expected
+    assert len(re.findall(r'field-address">\s*<p>alice@acme\.example</p>', html)) == 2  # ledger and state inlines
     assert_no_b_data(html)
 
 
