@@ -44,9 +44,8 @@ from crm.services.contact_points import (
     address_kind,
     contact_address_at,
     contact_history,
-    profile_addresses,
+    profile_lock_addresses,
 )
-from crm.services.locks import profile_lock
 
 TIEBREAK_MAX = 160
 # At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
@@ -167,8 +166,7 @@ def consent_statement_record(
     if channel not in Channel.values:
         raise ApplicationError(f"unknown consent channel {channel!r}")
     tiebreak = consent_tiebreak(source=source, source_key=source_key, occurred_at=occurred_at)
-    profile_lock(profile.pk)
-    current = profile_addresses(profile_id=profile.pk)[channel]
+    current = profile_lock_addresses(profile_id=profile.pk)[channel]
     address, stated = _statement_address(
         channel=channel, address=address, contact_id=contact_id, occurred_at=occurred_at, current=current
     )
@@ -311,8 +309,7 @@ def consent_state_recompute(*, profile: Profile) -> bool:
 
     Returns whether any profile flag changed.
     """
-    profile_lock(profile.pk)
-    current = profile_addresses(profile_id=profile.pk)
+    current = profile_lock_addresses(profile_id=profile.pk)
     states = {s.channel: s for s in MarketingConsent.objects.filter(profile_id=profile.pk)}
     flags: dict[str, bool | None] = {}
     for channel in Channel.values:

@@ -5,7 +5,7 @@ import pytest
 from tests.processes import processes  # noqa: F401  (the fixture, for this package's process tests)
 
 # The order-independence property runs hundreds of generated streams through the real handlers.
-SLOW_MODULES = {"test_order_independence.py"}
+SLOW_MODULES = {"test_order_independence.py", "test_order_independence_consent.py"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -233,12 +233,14 @@ def test_record_consent_lands_in_the_ledger_with_the_user(world: World, client_a
     )
     assert response.status_code == 302
     entry = ConsentChange.objects.filter(profile=world.alice, channel="sms").get()
-    assert (entry.opted_in, entry.source, entry.actor, entry.lawful_basis) == (
+    assert (entry.opted_in, entry.source, entry.actor, entry.lawful_basis, entry.address) == (
         False,
         "admin",
         world.staff_a,
         "asked by phone",
+        world.alice.phone,  # about the number the profile holds, which the form names
     )
+    assert world.alice.phone in client_a.get(consent_url(world.alice)).content.decode()
     world.alice.refresh_from_db()
     assert world.alice.sms_opt_in is False
     html = client_a.get(change_url(world.alice)).content.decode()
