@@ -370,6 +370,11 @@ def final_state(jobs: list) -> dict:
 )
 @given(stream=streams(), data=st.data())
 def test_final_state_does_not_depend_on_arrival_order(stream: list[tuple], data: st.DataObject) -> None:
+    assert_order_independent(stream, data)
+
+
+def assert_order_independent(stream: list[tuple], data: st.DataObject) -> None:
+    """The stream applied in occurred-at order and in a drawn permutation ends in the same snapshot."""
     in_order = [job for _, job in sorted(stream, key=lambda pair: pair[0])]
     permutation = data.draw(st.permutations(range(len(stream))), label="arrival order")
     shuffled = [stream[i][1] for i in permutation]
