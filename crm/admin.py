@@ -34,6 +34,7 @@ from crm.models import (
     CampaignInteraction,
     Channel,
     ConsentChange,
+    ContactAddress,
     ContactLink,
     HardBounce,
     MarketingConsent,
@@ -44,6 +45,7 @@ from crm.models import (
     Tenant,
 )
 from crm.normalise import email_normalise, phone_normalise
+from crm.services.contact_points import address_kind
 from crm.services.profiles import consent_report_disagreements
 
 INLINE_ROW_LIMIT = 50
@@ -218,7 +220,7 @@ class ContactLinkInline(ReadOnlyInline):
 
 class MarketingConsentInline(ReadOnlyInline):
     model = MarketingConsent
-    fields = ("channel", "opted_in", when_column("changed_at", "decided"), "source")
+    fields = ("channel", "address", "opted_in", when_column("changed_at", "decided"), "source")
     readonly_fields = fields
     ordering = ("channel",)
     verbose_name_plural = "Consent state (current, per channel)"
@@ -229,11 +231,14 @@ class ConsentChangeInline(ReadOnlyInline):
     fields = (
         when_column("occurred_at", "occurred"),
         "channel",
+        "address",
+        "address_stated",
         "opted_in",
         "source",
         "superseded",
         "actor",
         "lawful_basis",
+        "warning",
         when_column("recorded_at", "recorded"),
     )
     readonly_fields = fields
@@ -451,9 +456,11 @@ class ProfileAdmin(WideListMixin, ScopedModelAdmin):
         rows = []
         for channel in Channel.values:
             state = states.get(channel)
+            kind = address_kind(channel)
             rows.append(
                 (
                     channel,
+                    (getattr(obj, kind) or "none held") if kind else "-",
                     yes_no_unknown(obj.opt_in(channel)),
                     when(state.changed_at) if state else "-",
                     state.get_source_display() if state and state.source else "-",
@@ -461,9 +468,9 @@ class ProfileAdmin(WideListMixin, ScopedModelAdmin):
             )
         # "Record consent change" (top right) appends a staff statement to the ledger.
         table = format_html(
-            "<table><thead><tr><th>channel</th><th>state</th><th>decided at</th><th>source</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+            "<table><thead><tr><th>channel</th><th>for address</th><th>state</th><th>decided at</th><th>source</th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
         )
         # contact.updated reports consent without deciding it: a disagreement is for staff to follow up.
         disagreements = consent_report_disagreements(profile=obj)
@@ -607,7 +614,15 @@ class ActivityAdmin(EventDerivedAdmin):
 class MarketingConsentAdmin(ImmutableAdminMixin, ScopedModelAdmin):
     """Current state is derived from the ledger; change it by recording a statement on the profile."""
 
-    list_display = ("profile", "channel", "opted_in", when_column("changed_at", "decided"), "source", "tenant")
+    list_display = (
+        "profile",
+        "channel",
+        "address",
+        "opted_in",
+        when_column("changed_at", "decided"),
+        "source",
+        "tenant",
+    )
     list_filter = ("channel", "opted_in", "source", TENANT_FILTER)
     list_select_related = ("profile", "tenant")
     search_fields = PROFILE_SEARCH
@@ -622,16 +637,29 @@ class ConsentChangeAdmin(ImmutableAdminMixin, ScopedModelAdmin):
         when_column("occurred_at", "occurred"),
         "profile",
         "channel",
+        "address",
         "opted_in",
         "source",
         "superseded",
         "actor",
         "tenant",
     )
-    list_filter = ("channel", "opted_in", "source", "superseded", TENANT_FILTER)
+    list_filter = ("channel", "opted_in", "source", "superseded", "address_stated", TENANT_FILTER)
     list_select_related = ("profile", "tenant", "actor")
-    search_fields = PROFILE_SEARCH
+    search_fields = ("address__exact", "contact_id__exact", *PROFILE_SEARCH)
     ordering = ("-id",)
+
+
+@admin.register(ContactAddress)
+class ContactAddressAdmin(EventDerivedAdmin):
+    """The emails and phones each Messaging contact's events stated: what consent statements without an
+    address are about."""
+
+    list_display = (when_column("occurred_at", "occurred"), "contact_id", "kind", "address", "tenant")
+    list_filter = ("kind", TENANT_FILTER)
+    list_select_related = ("tenant",)
+    search_fields = ("contact_id__exact", "address__exact")
+    ordering = ("-occurred_at",)
 
 
 @admin.register(CampaignInteraction)

@@ -129,6 +129,8 @@ class MarketingConsent(models.Model):
     changed_at = models.DateTimeField(null=True, help_text="Occurred-at of the deciding statement.")
     source = models.CharField(max_length=32, choices=ConsentSource.choices, blank=True, default="")
     deciding_change = models.ForeignKey("ConsentChange", null=True, on_delete=models.SET_NULL, related_name="+")
+    # The address this consent is for: the profile's email (email) or phone (SMS, WhatsApp) when decided.
+    address = models.CharField(max_length=320, blank=True, default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["profile", "channel"], name="consent_profile_channel")]
@@ -154,8 +156,19 @@ class ConsentChange(models.Model):
     lawful_basis = models.CharField(max_length=300, blank=True, default="")
     # Older than the decision in force when it arrived, so it did not change the current state.
     superseded = models.BooleanField(default=False)
-    # Ordering key for statements with the same occurred_at: makes last-writer-wins deterministic.
+    # The statement's identity (source, source key, occurred-at), and its last tiebreak (docs/decisions.md).
     tiebreak = models.CharField(max_length=160)
+    # The contact point it is about: the email (email) or E.164 phone (SMS, WhatsApp); "" for push or
+    # when not known. It counts for a profile only while the profile holds that address.
+    address = models.CharField(max_length=320, blank=True, default="")
+    # False: the event stated no address, so it is the address its contact had at occurred-at
+    # (`ContactAddress`), kept current as the contact's addresses become known.
+    address_stated = models.BooleanField(default=True)
+    contact_id = models.CharField(max_length=128, blank=True, default="", help_text="Messaging contactId.")
+    # When the pipeline received it (the BullMQ job timestamp; now for staff). A later occurred-at is
+    # ordered at this time instead (the raw value is kept) and noted in `warning`.
+    received_at = models.DateTimeField(null=True, blank=True)
+    warning = models.CharField(max_length=300, blank=True, default="")
 
     class Meta:
         ordering = ["occurred_at", "tiebreak"]
@@ -172,6 +185,28 @@ class ConsentChange(models.Model):
         if self.pk is not None and not kwargs.pop("allow_update", False):
             raise ValueError("The consent ledger is append-only.")
         super().save(*args, **kwargs)
+
+
+class ContactAddress(models.Model):
+    """Each email or phone a Messaging contact's own events stated, and when: a contact's address as of
+    any time, for consent statements that name no address (`contactPreference.updated`, STOP replies,
+    bounces)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    contact_id = models.CharField(max_length=128)
+    kind = models.CharField(max_length=8, choices=[("email", "email"), ("phone", "phone")])
+    address = models.CharField(max_length=320)
+    occurred_at = models.DateTimeField()
+    source_key = models.CharField(max_length=300)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["contact_id", "kind", "source_key"], name="contact_address_once"),
+        ]
+        indexes = [models.Index(fields=["contact_id", "kind", "occurred_at"], name="contact_address_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} {self.kind} {self.address} @ {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
 class InteractionType(models.TextChoices):
@@ -277,6 +312,8 @@ class HardBounce(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="hard_bounces")
     message_id = models.CharField(max_length=128)
     occurred_at = models.DateTimeField()
+    # The bounced contact: the automation's opt-out is for that contact's email at the bounce.
+    contact_id = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["profile", "message_id"], name="hard_bounce_once")]

@@ -171,6 +171,7 @@ def message_bounced(event: Event, inbox_id: int, profile: Profile) -> None:
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
         source_event_id=inbox_id,
+        contact_id=event.contact_id,
     )
 
 
@@ -212,4 +213,6 @@ def sms_replied(event: Event, inbox_id: int, profile: Profile) -> None:
         occurred_at=event.occurred_at,
         source_key=event.idempotency_key,
         source_event_id=inbox_id,
+        contact_id=event.contact_id,
+        received_at=event.job.timestamp,  # a reply "from the future" is ordered at its receipt
     )

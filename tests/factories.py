@@ -157,7 +157,13 @@ def contact_deleted_job(
 
 
 def message_job(
-    name: str, *, contact_id: str, payload: dict[str, Any], tenant_id: str | None = None, event_id: str | None = None
+    name: str,
+    *,
+    contact_id: str,
+    payload: dict[str, Any],
+    tenant_id: str | None = None,
+    event_id: str | None = None,
+    timestamp: datetime | None = None,
 ) -> BridgedJob:
     data: dict[str, Any] = {
         "type": name,
@@ -166,7 +172,7 @@ def message_job(
     }
     if tenant_id is not None:
         data["tenantId"] = tenant_id
-    return make_job(name, data)
+    return make_job(name, data, timestamp=timestamp)
 
 
 def message_sent_job(
@@ -317,6 +323,7 @@ def sms_replied_job(
     replied_at: datetime = BASE_TIME + timedelta(hours=2),
     tenant_id: str | None = None,
     event_id: str | None = None,
+    timestamp: datetime | None = None,
 ) -> BridgedJob:
     return message_job(
         "sms.replied",
@@ -324,6 +331,7 @@ def sms_replied_job(
         tenant_id=tenant_id,
         event_id=event_id,
         payload={"originalMessageId": original_message_id, "replyText": reply_text, "repliedAt": iso(replied_at)},
+        timestamp=timestamp or replied_at,  # received when sent, unless a test says otherwise
     )
 
 

@@ -5,12 +5,18 @@ Rules (docs/decisions.md):
 - Every statement is appended to the ledger, applied or not. A statement's identity is its
   `tiebreak` (source, source key and occurred-at), unique per profile and channel, so recording the
   same statement twice changes nothing.
-- The current state of a channel is the statement with the greatest `(occurred_at, tiebreak)`.
-  A statement older than the one in force when it arrives is stored with `superseded=True`.
-  Orderings are compared in Python, never with the database collation.
+- Each statement is about an address (crm.services.contact_points): the one its event states, else
+  the one its contact had at occurred-at, else (staff) the profile's current one. A channel's state
+  counts only the statements about the address the profile holds now: a statement about another
+  address is recorded and changes nothing, and when the profile's address changes the state is
+  rebuilt from the ledger for the new address (unknown until a statement covers it).
+- The current state of a channel is the statement with the greatest `consent_order_key`: occurred-at
+  (clamped to the receive time), then opt-out before opt-in, then source precedence, then receive
+  time, then identity. A statement that did not become the state when it arrived (older, or about
+  another address) is stored with `superseded=True`. Orderings are compared in Python.
 - `CONSENT_OPTED_IN` / `CONSENT_OPTED_OUT` activities mark each ledger statement whose value differs
-  from the previous one in `(occurred_at, tiebreak)` order. A statement that lands in the middle of
-  the history reconciles the channel's consent activities from the ledger.
+  from the previous statement about the same address, in that order. A statement that lands in the
+  middle of a history reconciles the channel's consent activities from the ledger.
 - A real change of the flag recomputes the profile's segment membership.
 """
 
@@ -32,9 +38,24 @@ from crm.models import (
     MarketingConsent,
     Profile,
 )
-from crm.services.locks import profile_lock
+from crm.normalise import email_normalise, phone_normalise
+from crm.services.contact_points import (
+    address_as_of,
+    address_kind,
+    contact_address_at,
+    contact_history,
+    profile_lock_addresses,
+)
 
 TIEBREAK_MAX = 160
+# At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
+# person's own reply, then our bounce automation, then the Messaging service's synced state.
+SOURCE_PRECEDENCE = {
+    ConsentSource.MESSAGING_EVENT: 0,
+    ConsentSource.BOUNCE_AUTOMATION: 1,
+    ConsentSource.SMS_KEYWORD: 2,
+    ConsentSource.ADMIN: 3,
+}
 CONSENT_ACTIVITY_TYPES = (ActivityType.CONSENT_OPTED_IN, ActivityType.CONSENT_OPTED_OUT)
 
 
@@ -54,11 +75,30 @@ def consent_tiebreak(*, source: str, source_key: str, occurred_at: datetime) -> 
     return tiebreak
 
 
+def ordered_at(change: ConsentChange) -> datetime:
+    """Occurred-at for ordering: a time later than the receive time counts as the receive time."""
+    if change.received_at is not None and change.occurred_at > change.received_at:
+        return change.received_at
+    return change.occurred_at
+
+
+def consent_order_key(change: ConsentChange) -> tuple:
+    """Last-writer-wins order; the greatest statement decides (module doc, docs/decisions.md)."""
+    at = ordered_at(change)
+    return (
+        at,
+        not change.opted_in,
+        SOURCE_PRECEDENCE.get(change.source, -1),
+        change.received_at or at,
+        change.tiebreak,
+    )
+
+
 _INSERT_SQL = """
 INSERT INTO crm_consentchange
     (tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source, source_event_id,
-     actor_id, lawful_basis, superseded, tiebreak)
-VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s)
+     actor_id, lawful_basis, superseded, tiebreak, address, address_stated, contact_id, received_at, warning)
+VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (profile_id, channel, tiebreak) DO NOTHING
 RETURNING id
 """
@@ -68,8 +108,37 @@ def _activity_type(opted_in: bool) -> str:
     return ActivityType.CONSENT_OPTED_IN if opted_in else ActivityType.CONSENT_OPTED_OUT
 
 
-def _activity_data(*, change_id: int, channel: str, opted_in: bool, source: str) -> dict:
-    return {"channel": channel, "opted_in": opted_in, "source": source, "consent_change_id": change_id}
+def _activity_data(*, change: ConsentChange) -> dict:
+    return {
+        "channel": change.channel,
+        "opted_in": change.opted_in,
+        "source": change.source,
+        "address": change.address,
+        "consent_change_id": change.pk,
+    }
+
+
+def _statement_address(
+    *, channel: str, address: str | None, contact_id: str, occurred_at: datetime, current: str
+) -> tuple[str, bool]:
+    """(address, stated) of a new statement (module doc)."""
+    kind = address_kind(channel)
+    if kind is None:
+        return "", True
+    if address:
+        return (email_normalise(address) if kind == "email" else phone_normalise(address)), True
+    if contact_id:
+        return contact_address_at(contact_id=contact_id, channel=channel, at=occurred_at), False
+    return current, True
+
+
+def _clock_warning(*, occurred_at: datetime, received_at: datetime | None) -> str:
+    if received_at is None or occurred_at <= received_at:
+        return ""
+    return (
+        f"occurred-at {occurred_at.isoformat()} is later than its receipt at {received_at.isoformat()}: "
+        "ordered at the receipt"
+    )
 
 
 @transaction.atomic(savepoint=False)
@@ -84,59 +153,92 @@ def consent_statement_record(
     source_event_id: int | None = None,
     actor_id: int | None = None,
     lawful_basis: str = "",
+    address: str | None = None,
+    contact_id: str = "",
+    received_at: datetime | None = None,
 ) -> ConsentResult:
-    """Append one consent statement and apply it last-writer-wins. Idempotent per statement."""
+    """Append one consent statement and apply it last-writer-wins. Idempotent per statement.
+
+    `address`: the email or phone the statement states (None: the address `contact_id` had at
+    `occurred_at`, or without a contact the profile's current one). `received_at`: when the pipeline
+    received it (the job timestamp); a later `occurred_at` is ordered at it, with a warning.
+    """
     if channel not in Channel.values:
         raise ApplicationError(f"unknown consent channel {channel!r}")
     tiebreak = consent_tiebreak(source=source, source_key=source_key, occurred_at=occurred_at)
-    profile_lock(profile.pk)
+    current = profile_lock_addresses(profile_id=profile.pk)[channel]
+    address, stated = _statement_address(
+        channel=channel, address=address, contact_id=contact_id, occurred_at=occurred_at, current=current
+    )
+    change = ConsentChange(
+        tenant_id=profile.tenant_id,
+        profile_id=profile.pk,
+        channel=channel,
+        opted_in=opted_in,
+        occurred_at=occurred_at,
+        source=source,
+        source_event_id=source_event_id,
+        actor_id=actor_id,
+        lawful_basis=lawful_basis[:300],
+        tiebreak=tiebreak,
+        address=address,
+        address_stated=stated,
+        contact_id=contact_id,
+        received_at=received_at,
+        warning=_clock_warning(occurred_at=occurred_at, received_at=received_at)[:300],
+    )
     state = (
         MarketingConsent.objects.select_related("deciding_change")
         .filter(profile_id=profile.pk, channel=channel)
         .first()
     )
     deciding = state.deciding_change if state is not None else None
-    newest = deciding is None or (occurred_at, tiebreak) > (deciding.occurred_at, deciding.tiebreak)
+    consistent = state is None or (state.address == current and deciding is not None)
+    newest = (
+        address == current
+        and consistent
+        and (deciding is None or consent_order_key(change) > consent_order_key(deciding))
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             _INSERT_SQL,
             [
-                profile.tenant_id,
-                profile.pk,
+                change.tenant_id,
+                change.profile_id,
                 channel,
                 opted_in,
                 occurred_at,
                 source,
                 source_event_id,
                 actor_id,
-                lawful_basis[:300],
+                change.lawful_basis,
                 not newest,
                 tiebreak,
+                address,
+                stated,
+                contact_id,
+                received_at,
+                change.warning,
             ],
         )
         row = cursor.fetchone()
     if row is None:
         return ConsentResult(recorded=False, applied=False, changed=False)
-    change_id = row[0]
+    change.pk = row[0]
+    if not consistent:
+        return ConsentResult(recorded=True, applied=False, changed=consent_state_recompute(profile=profile))
     if not newest:
         _activities_reconcile(profile=profile, channel=channel)
         return ConsentResult(recorded=True, applied=False, changed=False)
 
     previous = state.opted_in if state is not None else None
+    values = {"opted_in": opted_in, "changed_at": occurred_at, "source": source, "address": address}
     if state is None:
         MarketingConsent.objects.create(
-            tenant_id=profile.tenant_id,
-            profile_id=profile.pk,
-            channel=channel,
-            opted_in=opted_in,
-            changed_at=occurred_at,
-            source=source,
-            deciding_change_id=change_id,
+            tenant_id=profile.tenant_id, profile_id=profile.pk, channel=channel, deciding_change_id=change.pk, **values
         )
     else:
-        MarketingConsent.objects.filter(pk=state.pk).update(
-            opted_in=opted_in, changed_at=occurred_at, source=source, deciding_change_id=change_id
-        )
+        MarketingConsent.objects.filter(pk=state.pk).update(deciding_change_id=change.pk, **values)
     changed = previous != opted_in
     if changed:
         Profile.objects.filter(pk=profile.pk).update(**{f"{channel}_opt_in": opted_in})
@@ -146,7 +248,7 @@ def consent_statement_record(
             profile_id=profile.pk,
             type=_activity_type(opted_in),
             occurred_at=occurred_at,
-            data=_activity_data(change_id=change_id, channel=channel, opted_in=opted_in, source=source),
+            data=_activity_data(change=change),
             source_event_id=source_event_id,
         )
         from crm.services.segments import segment_membership_refresh
@@ -157,19 +259,20 @@ def consent_statement_record(
 
 def _ledger(*, profile_id: int, channel: str) -> list[ConsentChange]:
     changes = list(ConsentChange.objects.filter(profile_id=profile_id, channel=channel))
-    changes.sort(key=lambda c: (c.occurred_at, c.tiebreak))
+    changes.sort(key=consent_order_key)
     return changes
 
 
 def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[ConsentChange] | None = None) -> None:
-    """Make the channel's consent activities mark exactly the ledger's real changes (in occurred-at order)."""
+    """Make the channel's consent activities mark exactly the ledger's real changes: per address, each
+    statement whose value differs from the previous one about that address (in `consent_order_key` order)."""
     ledger = ledger if ledger is not None else _ledger(profile_id=profile.pk, channel=channel)
     wanted: dict[int, ConsentChange] = {}
-    previous: bool | None = None
+    previous: dict[str, bool] = {}
     for change in ledger:
-        if change.opted_in != previous:
+        if change.opted_in != previous.get(change.address):
             wanted[change.pk] = change
-        previous = change.opted_in
+        previous[change.address] = change.opted_in
     existing = Activity.objects.filter(
         profile_id=profile.pk, type__in=CONSENT_ACTIVITY_TYPES, data__channel=channel
     ).only("pk", "type", "data")
@@ -192,9 +295,7 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
                 profile_id=profile.pk,
                 type=_activity_type(change.opted_in),
                 occurred_at=change.occurred_at,
-                data=_activity_data(
-                    change_id=change.pk, channel=channel, opted_in=change.opted_in, source=change.source
-                ),
+                data=_activity_data(change=change),
                 source_event_id=change.source_event_id,
             )
             for change in missing
@@ -203,23 +304,32 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
 
 @transaction.atomic(savepoint=False)
 def consent_state_recompute(*, profile: Profile) -> bool:
-    """Rebuild every channel's state and consent activities from the ledger (after a merge).
+    """Rebuild every channel's state and consent activities from the ledger, for the addresses the
+    profile holds now (after a merge, an address change, or a contact's address becoming known).
 
     Returns whether any profile flag changed.
     """
-    profile_lock(profile.pk)
+    current = profile_lock_addresses(profile_id=profile.pk)
     states = {s.channel: s for s in MarketingConsent.objects.filter(profile_id=profile.pk)}
     flags: dict[str, bool | None] = {}
     for channel in Channel.values:
         ledger = _ledger(profile_id=profile.pk, channel=channel)
+        if ledger:
+            _activities_reconcile(profile=profile, channel=channel, ledger=ledger)
+        counted = [change for change in ledger if change.address == current[channel]]
         state = states.get(channel)
-        if not ledger:
+        if not counted:
             if state is not None:
                 state.delete()
             flags[f"{channel}_opt_in"] = None
             continue
-        last = ledger[-1]
-        values = {"opted_in": last.opted_in, "changed_at": last.occurred_at, "source": last.source}
+        last = counted[-1]
+        values = {
+            "opted_in": last.opted_in,
+            "changed_at": last.occurred_at,
+            "source": last.source,
+            "address": last.address,
+        }
         if state is None:
             MarketingConsent.objects.create(
                 tenant_id=profile.tenant_id, profile_id=profile.pk, channel=channel, deciding_change=last, **values
@@ -227,11 +337,45 @@ def consent_state_recompute(*, profile: Profile) -> bool:
         else:
             MarketingConsent.objects.filter(pk=state.pk).update(deciding_change=last, **values)
         flags[f"{channel}_opt_in"] = last.opted_in
-        _activities_reconcile(profile=profile, channel=channel, ledger=ledger)
     changed = any(getattr(profile, name) != value for name, value in flags.items())
     Profile.objects.filter(pk=profile.pk).update(**flags)
     for name, value in flags.items():
         setattr(profile, name, value)
+    return changed
+
+
+def consent_follow_addresses(*, profile: Profile, contact_id: str = "", profile_address_changed: bool) -> bool:
+    """Keep consent on the right contact point after an address became known or changed.
+
+    Re-reads the address of each of `contact_id`'s statements that stated none
+    (`contact_points.address_as_of`, after that contact's stated addresses grew); if any moved, or the
+    profile's own address changed, rebuilds the consent state for the profile's current addresses
+    and, if a flag changed, its segments. The caller holds the profile lock. Returns whether a flag
+    changed.
+    """
+    moved = False
+    if contact_id:
+        inferred = ConsentChange.objects.filter(contact_id=contact_id, address_stated=False).only(
+            "pk", "channel", "occurred_at", "address"
+        )
+        histories: dict[str, list] = {}
+        for change in inferred:
+            kind = address_kind(change.channel)
+            if kind is None:
+                continue
+            if kind not in histories:
+                histories[kind] = contact_history(contact_id=contact_id, kind=kind)
+            address = address_as_of(histories[kind], change.occurred_at)
+            if address != change.address:
+                ConsentChange.objects.filter(pk=change.pk).update(address=address)
+                moved = True
+    if not (moved or profile_address_changed):
+        return False
+    changed = consent_state_recompute(profile=profile)
+    if changed:
+        from crm.services.segments import segment_membership_refresh
+
+        segment_membership_refresh(profile=profile)
     return changed
 
 
@@ -242,11 +386,13 @@ def consent_record_by_staff(*, profile: Profile, channel: str, opted_in: bool, u
         raise ApplicationError(f"unknown consent channel {channel!r}")
     if not isinstance(opted_in, bool):
         raise ApplicationError("opted_in must be true or false")
+    now = timezone.now()
     consent_statement_record(
         profile=profile,
         channel=channel,
         opted_in=opted_in,
-        occurred_at=timezone.now(),
+        occurred_at=now,
+        received_at=now,
         source=ConsentSource.ADMIN,
         source_key=f"staff:{getattr(user, 'pk', None)}:{uuid.uuid4().hex}",
         actor_id=getattr(user, "pk", None),

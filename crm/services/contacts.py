@@ -16,6 +16,11 @@ Only the fields present are touched: an absent flag or field is no statement.
   for an unknown contact resolve by email/phone, else create a stub profile and link it, so that
   an opt-out is never delayed.
 
+Consent follows the contact point (crm.services.consent): each statement is about the address its
+event states, else the one its contact had then; the email and phone each contact event states are
+kept per contact (`ContactAddress`), and when they or the profile's own address change, the consent
+state is rebuilt for the addresses the profile now holds.
+
 A `PROFILE_UPDATED` activity is written when an event's email, phone or name differs from the
 stored value of an existing profile (old, new, applied), and carries an identity conflict (email
 and phone matching different profiles) under `identity_conflict`.
@@ -29,7 +34,8 @@ from django.db import transaction
 
 from crm.models import ConsentSource, Profile
 from crm.normalise import email_normalise, phone_normalise
-from crm.services.consent import consent_statement_record
+from crm.services.consent import consent_follow_addresses, consent_statement_record
+from crm.services.contact_points import address_kind, contact_addresses_record
 from crm.services.identity import contact_resolve_or_create
 from crm.services.locks import profile_lock
 from crm.services.merge import profile_merge
@@ -57,6 +63,8 @@ class ContactImportResult:
 def _consent_apply(
     *,
     profile: Profile,
+    contact_id: str,
+    addresses: dict[str, str],
     opt_ins: dict[str, bool],
     occurred_at: datetime,
     source_key: str,
@@ -64,6 +72,7 @@ def _consent_apply(
 ) -> bool:
     recorded = False
     for channel in sorted(opt_ins):
+        kind = address_kind(channel)
         result = consent_statement_record(
             profile=profile,
             channel=channel,
@@ -73,6 +82,8 @@ def _consent_apply(
             source_key=source_key,
             source_event_id=source_event_id,
             lawful_basis=MESSAGING_LAWFUL_BASIS,
+            address=addresses[kind] if kind else None,
+            contact_id=contact_id,
         )
         recorded = recorded or result.recorded
     return recorded
@@ -119,6 +130,11 @@ def _contact_apply(
             outcome = outcome or ContactImportOutcome.CREATED
     profile_lock(profile.pk)
     profile = Profile.objects.get(pk=profile.pk)
+    addresses = {"email": email, "phone": phone}
+    held_before = (profile.email, profile.phone)
+    contact_points_grew = contact_addresses_record(
+        tenant_id=tenant.pk, contact_id=contact_id, addresses=addresses, occurred_at=occurred_at, source_key=source_key
+    )
     extra_data = {"identity_conflict": resolution.conflict} if resolution.conflict else {}
     observation = None
     reports_changed = False
@@ -144,8 +160,16 @@ def _contact_apply(
         extra_data=extra_data or None,
         observation=observation,
     )
+    if how != "created":  # a new profile has no consent statements yet
+        consent_follow_addresses(
+            profile=profile,
+            contact_id=contact_id if contact_points_grew else "",
+            profile_address_changed=(profile.email, profile.phone) != held_before,
+        )
     consent_recorded = _consent_apply(
         profile=profile,
+        contact_id=contact_id,
+        addresses=addresses,
         opt_ins=opt_ins,
         occurred_at=occurred_at,
         source_key=source_key,

@@ -8,6 +8,8 @@ from typing import Any
 
 from crm.errors import ApplicationError
 from crm.models import Channel, ContactLink, Profile, Tenant
+from crm.services.consent import consent_order_key
+from crm.services.contact_points import address_kind
 
 PROFILE_FIELDS = (
     "email",
@@ -57,7 +59,10 @@ def profile_export(*, tenant_external_id: str, contact_id: str) -> dict[str, Any
     consent = {}
     for channel in Channel.values:
         state = states.get(channel)
+        kind = address_kind(channel)
         consent[channel] = {
+            # The address the consent is for: the one the profile holds now (None for push).
+            "address": (getattr(profile, kind) or None) if kind else None,
             "opted_in": state.opted_in if state else None,
             "changed_at": _iso(state.changed_at) if state else None,
             "source": (state.source or None) if state else None,
@@ -71,14 +76,19 @@ def profile_export(*, tenant_external_id: str, contact_id: str) -> dict[str, Any
         "consent_history": [
             {
                 "channel": change.channel,
+                "address": change.address or None,
+                "address_stated": change.address_stated,
+                "messaging_contact_id": change.contact_id or None,
                 "opted_in": change.opted_in,
                 "occurred_at": _iso(change.occurred_at),
+                "received_at": _iso(change.received_at),
                 "source": change.source,
                 "superseded": change.superseded,
                 "lawful_basis": change.lawful_basis,
+                "warning": change.warning or None,
                 "recorded_at": _iso(change.recorded_at),
             }
-            for change in profile.consent_changes.order_by("occurred_at", "tiebreak", "id")
+            for change in sorted(profile.consent_changes.all(), key=consent_order_key)
         ],
         "activities": [
             {"type": activity.type, "occurred_at": _iso(activity.occurred_at), "data": activity.data}

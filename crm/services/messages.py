@@ -96,7 +96,7 @@ WHERE tenant_id = %(tenant)s AND message_id = %(message)s::text AND type <> 'SEN
 """
 
 _HARD_BOUNCE_SQL = """
-INSERT INTO crm_hardbounce (tenant_id, profile_id, message_id, occurred_at) VALUES (%s, %s, %s, %s)
+INSERT INTO crm_hardbounce (tenant_id, profile_id, message_id, occurred_at, contact_id) VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (profile_id, message_id) DO UPDATE SET occurred_at = LEAST(crm_hardbounce.occurred_at, EXCLUDED.occurred_at)
 """
 
@@ -270,6 +270,7 @@ def message_bounced_record(
     occurred_at: datetime,
     source_key: str,
     source_event_id: int | None,
+    contact_id: str = "",
 ) -> None:
     _activity(
         profile=profile,
@@ -285,7 +286,7 @@ def message_bounced_record(
         profile=profile, field="email_verified", occurred_at=occurred_at, source_key=source_key
     )
     with connection.cursor() as cursor:
-        cursor.execute(_HARD_BOUNCE_SQL, [profile.tenant_id, profile.pk, message_id, occurred_at])
+        cursor.execute(_HARD_BOUNCE_SQL, [profile.tenant_id, profile.pk, message_id, occurred_at, contact_id])
     hard_bounce_automation_apply(profile=profile, around=None, source_event_id=source_event_id)
 
 
@@ -294,7 +295,8 @@ def hard_bounce_automation_apply(*, profile: Profile, around: datetime | None, s
 
     Each hard bounce `b` for which at least `HARD_BOUNCE_OPT_OUT_THRESHOLD` hard bounces lie in
     `[b - HARD_BOUNCE_WINDOW_DAYS, b]` yields an email opt-out occurring at `b` (source "bounce
-    automation", keyed by the bounce's message id, so it is recorded once). With `around`, only
+    automation", keyed by the bounce's message id, so it is recorded once), about the email the bounced
+    contact had at `b` (crm.services.contact_points). With `around`, only
     bounces whose window can include `around` are considered.
     """
     window = timedelta(days=settings.HARD_BOUNCE_WINDOW_DAYS)
@@ -302,14 +304,14 @@ def hard_bounce_automation_apply(*, profile: Profile, around: datetime | None, s
     bounces = HardBounce.objects.filter(profile_id=profile.pk)
     if around is not None:
         bounces = bounces.filter(occurred_at__gte=around - window, occurred_at__lte=around + window)
-    rows = sorted(bounces.values_list("occurred_at", "message_id"))
+    rows = sorted(bounces.values_list("occurred_at", "message_id", "contact_id"))
     if len(rows) < threshold:
         return 0
     recorded = 0
-    for at, message_id in rows:
+    for at, message_id, contact_id in rows:
         if around is not None and at < around:
             continue
-        in_window = sum(1 for other, _ in rows if at - window <= other <= at)
+        in_window = sum(1 for other, *_ in rows if at - window <= other <= at)
         if in_window >= threshold:
             result = consent_statement_record(
                 profile=profile,
@@ -319,6 +321,7 @@ def hard_bounce_automation_apply(*, profile: Profile, around: datetime | None, s
                 source=ConsentSource.BOUNCE_AUTOMATION,
                 source_key=f"hard-bounce:{message_id}",
                 source_event_id=source_event_id,
+                contact_id=contact_id,
                 lawful_basis=f"at least {threshold} hard bounces within {settings.HARD_BOUNCE_WINDOW_DAYS} days",
             )
             recorded += int(result.recorded)
@@ -467,6 +470,8 @@ def sms_replied_record(
     occurred_at: datetime,
     source_key: str,
     source_event_id: int | None,
+    contact_id: str = "",
+    received_at: datetime | None = None,
 ) -> None:
     engagement_refresh_request(profile_id=profile.pk)  # first: see crm.services.engagement
     keyword = sms_opt_out_keyword(reply_text)
@@ -491,5 +496,7 @@ def sms_replied_record(
             source=ConsentSource.SMS_KEYWORD,
             source_key=source_key,
             source_event_id=source_event_id,
+            contact_id=contact_id,  # the phone that contact had when replying
+            received_at=received_at,
             lawful_basis=f"SMS reply {keyword!r}",
         )

@@ -252,8 +252,9 @@ def profile_merge_fields(*, source: Profile, target: Profile) -> dict:
 @transaction.atomic(savepoint=False)
 def profile_update_by_staff(*, profile: Profile, changes: dict[str, object], user) -> None:
     """A staff edit. Identity fields and verification flags are marked as set by staff (events never
-    overwrite them); a `PROFILE_UPDATED` activity records old and new values; segment membership is
-    recomputed when verification changes."""
+    overwrite them); a `PROFILE_UPDATED` activity records old and new values; a new email or phone
+    rebuilds consent for it (crm.services.consent); segment membership is recomputed when verification
+    or a consent flag changes."""
     unknown = sorted(set(changes) - set(STAFF_EDITABLE))
     if unknown:
         raise ApplicationError(
@@ -292,6 +293,11 @@ def profile_update_by_staff(*, profile: Profile, changes: dict[str, object], use
             occurred_at=now,
             data={"changes": record, "by": "staff", "user": getattr(user, "pk", None)},
         )
+    if "email" in record or "phone" in record:
+        # Consent belongs to the address: the new one's is unknown until a statement covers it.
+        from crm.services.consent import consent_follow_addresses
+
+        consent_follow_addresses(profile=profile, profile_address_changed=True)
     if any(field in record for field in VERIFICATION_FIELDS):
         from crm.services.segments import segment_membership_refresh
 

@@ -4,9 +4,13 @@ import pytest
 
 from tests.processes import processes  # noqa: F401  (the fixture, for this package's process tests)
 
-# The order-independence property runs hundreds of generated streams through the real handlers; the
+# The order-independence properties run hundreds of generated streams through the real handlers; the
 # backfill differential test imports six generated files row by row as its reference.
-SLOW_MODULES = {"test_order_independence.py", "test_backfill_differential.py"}
+SLOW_MODULES = {
+    "test_order_independence.py",
+    "test_order_independence_consent.py",
+    "test_backfill_differential.py",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -48,7 +48,9 @@ def test_stub_merge_reports_linked() -> None:
     result = _import("c2", phone=None, opt_ins={})
     assert result.outcome == ContactImportOutcome.LINKED and result.merged_profile_id is not None
     assert Profile.objects.count() == 1
-    assert Profile.objects.get().sms_opt_in is True
+    # c2 states no phone, so its SMS opt-in is about no number: recorded, not c1's phone's consent.
+    assert Profile.objects.get().sms_opt_in is None
+    assert ConsentChange.objects.get(channel="sms").address == ""
 
 
 def test_stub_becoming_real_reports_created() -> None:

@@ -64,6 +64,7 @@ def person(db):
         source=ConsentSource.ADMIN,
         tiebreak="admin:1",
         lawful_basis="phoned support",
+        address="alice@acme.example",
     )
     ConsentChange.objects.create(
         tenant=tenant,
@@ -74,6 +75,9 @@ def person(db):
         source=ConsentSource.MESSAGING_EVENT,
         tiebreak="messaging_event:old",
         superseded=True,
+        address="+27829999999",  # a number the profile does not hold: recorded, never counted
+        address_stated=False,
+        contact_id="c-0-merged-stub",
     )
     MarketingConsent.objects.filter(profile=profile, channel="email").update(
         opted_in=False, changed_at=BASE_TIME + timedelta(days=2), source=ConsentSource.ADMIN
@@ -109,8 +113,9 @@ def test_consent_lists_all_four_channels(person) -> None:
     assert consent["email"]["opted_in"] is False
     assert consent["email"]["source"] == "admin"
     assert datetime.fromisoformat(consent["email"]["changed_at"]) == BASE_TIME + timedelta(days=2)
-    for channel in ("sms", "push", "whatsapp"):
-        assert consent[channel] == {"opted_in": None, "changed_at": None, "source": None}
+    assert consent["email"]["address"] == "alice@acme.example"
+    for channel, address in (("sms", "+27821110000"), ("push", None), ("whatsapp", "+27821110000")):
+        assert consent[channel] == {"address": address, "opted_in": None, "changed_at": None, "source": None}
 
 
 def test_consent_history_is_the_ledger_oldest_first(person) -> None:
@@ -119,6 +124,11 @@ def test_consent_history_is_the_ledger_oldest_first(person) -> None:
         ("sms", True, True, "messaging_event"),
         ("email", True, False, "messaging_event"),
         ("email", False, False, "admin"),
+    ]
+    assert [(h["address"], h["address_stated"], h["messaging_contact_id"]) for h in history] == [
+        ("+27829999999", False, "c-0-merged-stub"),
+        ("alice@acme.example", True, "c-1"),
+        ("alice@acme.example", True, None),
     ]
     times = [datetime.fromisoformat(h["occurred_at"]) for h in history]
     assert times == sorted(times)

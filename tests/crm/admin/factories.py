@@ -96,6 +96,8 @@ def make_person(tenant: Tenant, *, first: str, last: str, email: str, phone: str
         source_event=event,
         tiebreak=f"messaging_event:{event.idempotency_key}",
         lawful_basis="consent",
+        address=email,
+        contact_id=contact_id,
     )
     MarketingConsent.objects.create(
         tenant=tenant,
@@ -105,6 +107,7 @@ def make_person(tenant: Tenant, *, first: str, last: str, email: str, phone: str
         changed_at=change.occurred_at,
         source=ConsentSource.MESSAGING_EVENT,
         deciding_change=change,
+        address=email,
     )
     CampaignInteraction.objects.create(
         tenant=tenant,

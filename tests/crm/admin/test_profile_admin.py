@@ -1,5 +1,6 @@
 """The profile page: everything about a person, read-only event records, staff edits through the services."""
 
+import re
 import sys
 import types
 from datetime import timedelta
@@ -70,8 +71,11 @@ def test_profile_page_shows_timeline_consent_interactions_attributions_segments(
         "30.0",  # the EMAIL_OPENED part of the breakdown
         "no statement",  # channels without consent statements
         "Record consent change",
+        "<th>for address</th>",  # the consent panel names the address each channel's consent is for
+        "<td>email</td><td>alice@acme.example</td>",
     ):
         assert expected in html, expected
+    assert len(re.findall(r'field-address">\s*<p>alice@acme\.example</p>', html)) == 2  # ledger and state inlines
     assert_no_b_data(html)
 
 
@@ -229,12 +233,14 @@ def test_record_consent_lands_in_the_ledger_with_the_user(world: World, client_a
     )
     assert response.status_code == 302
     entry = ConsentChange.objects.filter(profile=world.alice, channel="sms").get()
-    assert (entry.opted_in, entry.source, entry.actor, entry.lawful_basis) == (
+    assert (entry.opted_in, entry.source, entry.actor, entry.lawful_basis, entry.address) == (
         False,
         "admin",
         world.staff_a,
         "asked by phone",
+        world.alice.phone,  # about the number the profile holds, which the form names
     )
+    assert world.alice.phone in client_a.get(consent_url(world.alice)).content.decode()
     world.alice.refresh_from_db()
     assert world.alice.sms_opt_in is False
     html = client_a.get(change_url(world.alice)).content.decode()
