@@ -30,6 +30,7 @@ from django.utils import timezone
 from crm.models import ConsentSource, Profile, Segment
 from crm.services.backfill import Item, Step, ValidRow
 from crm.services.consent import consent_tiebreak
+from crm.services.contact_points import address_kind
 from crm.services.contacts import MESSAGING_LAWFUL_BASIS
 from crm.services.profiles import _event_may_set, stamp
 from crm.services.segments import segment_members_add, segment_members_queryset
@@ -119,6 +120,16 @@ def _keys(row: ValidRow, lookups: _Lookups) -> set[str]:
     return keys
 
 
+def _statement_address(row: ValidRow, channel: str) -> tuple[str, bool]:
+    """(address, stated) as consent.consent_statement_record decides it for a new contact: the address
+    the row states, else none known yet (the contact has no earlier address history)."""
+    kind = address_kind(channel)
+    if kind is None:
+        return "", True
+    address = row.payload.email if kind == "email" else row.payload.phoneNumber
+    return (address, True) if address else ("", False)
+
+
 def _statements(row: ValidRow) -> list[tuple[str, bool, str]]:
     """The row's consent statements as contact_import records them: (channel, opted in, tiebreak)."""
     tiebreak = consent_tiebreak(
@@ -154,6 +165,33 @@ def _known_statements(candidates: list[tuple[int, ValidRow]]) -> set[tuple[int, 
         return set(cursor.fetchall())
 
 
+def _row_addresses(row: ValidRow) -> list[tuple[str, str]]:
+    """The (kind, address) pairs contact_import keeps in ContactAddress for this row."""
+    return [
+        (kind, address)
+        for kind, address in (("email", row.payload.email), ("phone", row.payload.phoneNumber))
+        if address
+    ]
+
+
+def _stated_addresses(row: ValidRow) -> list[tuple[str, str, str]]:
+    return [(row.payload.contactId, kind, row.source_key[:300]) for kind, _ in _row_addresses(row)]
+
+
+def _known_addresses(rows: list[ValidRow]) -> set[tuple[str, str, str]]:
+    wanted = [key for row in rows for key in _stated_addresses(row)]
+    if not wanted:
+        return set()
+    with _cursor() as cursor:
+        cursor.execute(
+            "SELECT a.contact_id, a.kind, a.source_key FROM crm_contactaddress a"
+            " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (contact_id, kind, source_key)"
+            " ON a.contact_id = k.contact_id AND a.kind = k.kind AND a.source_key = k.source_key",
+            [[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]],
+        )
+        return set(cursor.fetchall())
+
+
 def plan_bulk(items: list[Item]) -> list[Step]:
     """Give each item its disposition (module doc) and group them into steps in file order."""
     valid = [item for item in items if item.valid is not None]
@@ -176,9 +214,12 @@ def plan_bulk(items: list[Item]) -> list[Step]:
         else:
             item.disposition = "new"
     known = _known_statements([(lookups.links[i.valid.payload.contactId].profile_id, i.valid) for i in maybe_unchanged])
+    known_addresses = _known_addresses([i.valid for i in maybe_unchanged])
     for item in maybe_unchanged:
         pk = lookups.links[item.valid.payload.contactId].profile_id
-        if all((pk, channel, tiebreak) in known for channel, _, tiebreak in _statements(item.valid)):
+        if all((pk, channel, tiebreak) in known for channel, _, tiebreak in _statements(item.valid)) and all(
+            key in known_addresses for key in _stated_addresses(item.valid)
+        ):
             item.disposition = "unchanged"
     steps: list[Step] = []
     for item in items:
@@ -206,24 +247,32 @@ def _tenants_ensure(external_ids: list[str]) -> dict[str, int]:
 # (from "no statement"), exactly as consent.consent_statement_record handles it.
 _CONSENT_SQL = """
 WITH s AS (
-    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::boolean[], %s::timestamptz[], %s::text[])
-        WITH ORDINALITY AS s (tenant_id, profile_id, channel, opted_in, occurred_at, tiebreak, n)
+    SELECT * FROM unnest(
+        %s::bigint[], %s::bigint[], %s::text[], %s::boolean[], %s::timestamptz[], %s::text[], %s::text[],
+        %s::boolean[], %s::text[]
+    ) WITH ORDINALITY AS s (
+        tenant_id, profile_id, channel, opted_in, occurred_at, tiebreak, address, address_stated, contact_id, n
+    )
 ), change AS (
     INSERT INTO crm_consentchange
         (tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source, source_event_id,
-         actor_id, lawful_basis, superseded, tiebreak)
-    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, now(), %s, NULL, NULL, %s, false, tiebreak
+         actor_id, lawful_basis, superseded, tiebreak, address, address_stated, contact_id, received_at, warning)
+    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, now(), %s, NULL, NULL, %s, false, tiebreak,
+           address, address_stated, contact_id, NULL, ''
     FROM s ORDER BY n
-    RETURNING id, tenant_id, profile_id, channel, opted_in, occurred_at, source
+    RETURNING id, tenant_id, profile_id, channel, opted_in, occurred_at, source, address
 ), state AS (
-    INSERT INTO crm_marketingconsent (tenant_id, profile_id, channel, opted_in, changed_at, source, deciding_change_id)
-    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, source, id FROM change
+    INSERT INTO crm_marketingconsent
+        (tenant_id, profile_id, channel, opted_in, changed_at, source, deciding_change_id, address)
+    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, source, id, address FROM change
 )
 INSERT INTO crm_activity (tenant_id, profile_id, type, occurred_at, data, source_event_id, created_at)
 SELECT tenant_id, profile_id,
        CASE WHEN opted_in THEN 'CONSENT_OPTED_IN' ELSE 'CONSENT_OPTED_OUT' END,
        occurred_at,
-       jsonb_build_object('channel', channel, 'opted_in', opted_in, 'source', source, 'consent_change_id', id),
+       jsonb_build_object(
+           'channel', channel, 'opted_in', opted_in, 'source', source, 'address', address, 'consent_change_id', id
+       ),
        NULL, now()
 FROM change ORDER BY id
 """
@@ -292,8 +341,18 @@ def new_contacts_write(rows: list[ValidRow]) -> None:
             ["tenant_id", "profile_id", "messaging_contact_id", "created_at"],
             [(t, pk, r.payload.contactId, now) for r, pk, t in zip(rows, ids, tenant_ids, strict=True)],
         )
+        _copy(
+            cursor,
+            "crm_contactaddress",
+            ["tenant_id", "contact_id", "kind", "address", "occurred_at", "source_key"],
+            [
+                (t, r.payload.contactId, kind, address, r.occurred_at, r.source_key[:300])
+                for r, t in zip(rows, tenant_ids, strict=True)
+                for kind, address in _row_addresses(r)
+            ],
+        )
         statements = [
-            (t, pk, channel, opted_in, r.occurred_at, tiebreak)
+            (t, pk, channel, opted_in, r.occurred_at, tiebreak, *_statement_address(r, channel), r.payload.contactId)
             for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
             for channel, opted_in, tiebreak in _statements(r)
         ]
@@ -301,7 +360,7 @@ def new_contacts_write(rows: list[ValidRow]) -> None:
             return
         cursor.execute(
             _CONSENT_SQL,
-            [[s[i] for s in statements] for i in range(6)]
+            [[s[i] for s in statements] for i in range(9)]
             + [ConsentSource.MESSAGING_EVENT.value, MESSAGING_LAWFUL_BASIS[:300]],
         )
     stated = {s[1] for s in statements}
