@@ -31,6 +31,7 @@ from crm.errors import ApplicationError
 from crm.models import (
     Activity,
     AttributionEvent,
+    BackfillCheckpoint,
     CampaignInteraction,
     Channel,
     ConsentChange,
@@ -716,6 +717,32 @@ class PendingScoreRefreshAdmin(EventDerivedAdmin):
     search_fields = PROFILE_SEARCH
     raw_id_fields = ("profile",)
     ordering = ("requested_at",)
+
+
+@admin.register(BackfillCheckpoint)
+class BackfillCheckpointAdmin(admin.ModelAdmin):
+    """How far each `backfill_contacts` file got. A checkpoint names no tenant (one file may hold
+    several), so only superusers see them; nobody edits them here (`--resume` owns them)."""
+
+    list_display = ("file_name", "last_line", "rows_done", "completed", when_column("updated_at", "updated"))
+    list_filter = ("completed",)
+    search_fields = ("file_name", "file_sha256__exact")
+    ordering = ("-updated_at",)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 # --- Segments ---

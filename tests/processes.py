@@ -1,8 +1,9 @@
 """A harness for tests that run the real bridge and real Celery workers as subprocesses.
 
 Use it from a test that has the `processes` fixture (registered in tests/conftest.py via
-`pytest_plugins`, or imported from here), which gives a `Processes` object and always stops
-every child at teardown (SIGTERM, wait, then SIGKILL of the whole process group):
+`pytest_plugins`, or imported from here), which gives a `Processes` object and always kills
+every child at teardown (SIGKILL of each whole process group; a test that proves a clean
+shutdown stops its processes itself with `stop()`):
 
     @pytest.mark.processes
     def test_something(processes: Processes) -> None:
@@ -15,6 +16,12 @@ every child at teardown (SIGTERM, wait, then SIGKILL of the whole process group)
 The fixture uses `transactional_db` (rows written by the children are visible to the test, and
 the children are given the pytest-django `test_<name>` database) and empties both Redis
 databases (the Celery broker's and BullMQ's) before the test.
+
+To overlap start-ups, start with `wait=False` and then call `processes.wait_ready()`:
+
+        worker = processes.start_worker(wait=False)
+        bridge = processes.start_bridge(wait=False)
+        processes.wait_ready()
 
 Module-level helpers, usable with or without the fixture:
 - `publish_jobs(jobs, ids=False)`: publish `{"name", "data", "opts"?}` dicts with the real Node client.
@@ -34,11 +41,13 @@ import atexit
 import contextlib
 import json
 import os
+import queue
 import selectors
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -113,10 +122,14 @@ def subprocess_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]
 class ManagedProcess:
     """One child process in its own process group, with stdout+stderr in a log file."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log_path: Path, ready_marker: str | None = None
+    ) -> None:
         self.name = name
         self.args = args
         self.log_path = log_path
+        self.ready_marker = ready_marker  # the log text that says it is serving
+        self.ready = False
         self._log = log_path.open("ab")
         self.popen = subprocess.Popen(
             args,
@@ -160,6 +173,12 @@ class ManagedProcess:
             return False
 
         wait_until(seen, timeout, message=lambda: f"{self.name} to log {text!r}:\n{self.tail()}")
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the process logged its `ready_marker` (once seen, returns at once)."""
+        if self.ready_marker and not self.ready:
+            self.wait_for_output(self.ready_marker, timeout)
+        self.ready = True
 
     def send_signal(self, sig: int) -> None:
         if self.alive:
@@ -234,7 +253,7 @@ def worker_command(
 
 
 class Processes:
-    """Starts bridges and workers for one test; `stop_all()` (run by the fixture) stops them."""
+    """Starts bridges and workers for one test; `kill_all()` (run by the fixture) ends them."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -247,11 +266,24 @@ class Processes:
         self._names[name] = n + 1
         return name if n == 0 else f"{name}-{n}"
 
-    def start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> ManagedProcess:
+    def start(
+        self, name: str, args: list[str], env: Mapping[str, str] | None = None, *, ready_marker: str | None = None
+    ) -> ManagedProcess:
         name = self._unique(name)
-        proc = ManagedProcess(name, args, subprocess_env(env), self.log_dir / f"{name}.log")
+        proc = ManagedProcess(name, args, subprocess_env(env), self.log_dir / f"{name}.log", ready_marker)
         self.started.append(proc)
         return proc
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every process started with `wait=False` has logged that it is ready.
+
+        Starting a test's bridge, workers and beat with `wait=False` and then calling this overlaps
+        their start-up (a few seconds of imports each) instead of paying for them one after another;
+        each is still ready before the test goes on, exactly as with `wait=True`.
+        """
+        deadline = time.monotonic() + timeout
+        for proc in self.started:
+            proc.wait_ready(max(0.1, deadline - time.monotonic()))
 
     def start_bridge(
         self,
@@ -268,9 +300,9 @@ class Processes:
         With `wait`, returns once the bridge logged `bridge_started` (its Worker is consuming).
         """
         merged = {**(TEST_BRIDGE_ENV if defaults is None else defaults), **(env or {})}
-        proc = self.start(name, bridge_command(*args), merged)
+        proc = self.start(name, bridge_command(*args), merged, ready_marker="bridge_started")
         if wait:
-            proc.wait_for_output("bridge_started", timeout)
+            proc.wait_ready(timeout)
         return proc
 
     def start_worker(
@@ -286,9 +318,11 @@ class Processes:
     ) -> ManagedProcess:
         """`celery -A config worker -Q high,normal,low -c N -P prefork`. With `wait`, returns once ready."""
         merged = {**TEST_WORKER_ENV, **(env or {})}
-        proc = self.start(name, worker_command(concurrency=concurrency, queues=queues, pool=pool), merged)
+        proc = self.start(
+            name, worker_command(concurrency=concurrency, queues=queues, pool=pool), merged, ready_marker=" ready."
+        )
         if wait:
-            proc.wait_for_output(" ready.", timeout)
+            proc.wait_ready(timeout)
         return proc
 
     def start_beat(
@@ -305,17 +339,19 @@ class Processes:
         within a test. With `wait`, returns once beat is running its schedule.
         """
         schedule = self.log_dir / f"beat-schedule-{uuid.uuid4().hex[:8]}"
-        proc = self.start(name, beat_command(schedule), env)
+        proc = self.start(name, beat_command(schedule), env, ready_marker="beat: Starting")
         if wait:
-            proc.wait_for_output("beat: Starting", timeout)
+            proc.wait_ready(timeout)
         return proc
 
-    def stop_all(self, timeout: float = 20.0) -> dict[str, int]:
-        """Stop every child still running, newest first. Returns name → exit code."""
-        codes = {}
-        for proc in reversed(self.started):
-            codes[proc.name] = proc.stop(timeout)
-        return codes
+    def kill_all(self) -> None:
+        """SIGKILL every child's process group at once. The teardown proves nothing about shutdown (the
+        tests that do stop their processes themselves), so it does not wait for graceful exits."""
+        for proc in self.started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.started:
+            proc.kill()
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name} ({p.log_path}) =====\n{p.tail(80)}" for p in self.started)
@@ -325,12 +361,12 @@ class Processes:
 def processes(
     request: pytest.FixtureRequest, tmp_path: Path, transactional_db: None, broker_redis, bullmq_redis
 ) -> Iterator[Processes]:
-    """A `Processes` for the test; every child is stopped at teardown, before the database is flushed."""
+    """A `Processes` for the test; every child is killed at teardown, before the database is flushed."""
     procs = Processes(tmp_path / "logs")
     try:
         yield procs
     finally:
-        procs.stop_all()
+        procs.kill_all()
         # pytest shows a test's captured teardown output only when it fails.
         if procs.started:
             sys.stderr.write(f"\n--- process logs for {request.node.nodeid} ---\n{procs.logs()}\n")
@@ -512,6 +548,70 @@ def wait_for_quiescence(
 # --- publishing -------------------------------------------------------------------
 
 
+class _NodePublisher:
+    """One `publish.mjs --serve` for the whole test session: Node and bullmq start in 2-3 s on the loaded
+    machine, paid once instead of at every `publish_jobs`. The jobs still go through the real Node
+    client's `Queue.addBulk`. Restarted after any failure."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._answers: queue.Queue[bytes] = queue.Queue()
+        self._stderr = Path(tempfile.gettempdir()) / f"node-publisher-{os.getpid()}.log"
+        self._lock = threading.Lock()
+
+    def _running(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._answers = queue.Queue()
+            with self._stderr.open("ab") as stderr:
+                self._proc = subprocess.Popen(
+                    ["node", str(NODE_PUBLISHER), "--serve"],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                )
+            threading.Thread(target=self._read, args=(self._proc, self._answers), daemon=True).start()
+        return self._proc
+
+    @staticmethod
+    def _read(proc: subprocess.Popen, answers: queue.Queue[bytes]) -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            answers.put(line)
+        answers.put(b"")  # EOF: the publisher exited
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(10)
+        self._proc = None
+
+    def publish(self, header: dict[str, Any], lines: list[str], timeout: float) -> dict[str, Any]:
+        with self._lock:
+            proc = self._running()
+            try:
+                proc.stdin.write((json.dumps(header) + "\n" + "".join(lines)).encode())  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+                answer = self._answers.get(timeout=timeout)
+            except (OSError, queue.Empty) as exc:
+                self.stop()
+                raise RuntimeError(f"node publisher failed ({exc!r}): {self._stderr_tail()}") from exc
+            if not answer:
+                self.stop()
+                raise RuntimeError(f"node publisher exited: {self._stderr_tail()}")
+            result = json.loads(answer)
+            if "error" in result:
+                self.stop()  # a fresh one next time, with fresh connections
+                raise RuntimeError(f"node publisher failed: {result['error'][-2000:]}")
+            return result
+
+    def _stderr_tail(self) -> str:
+        return self._stderr.read_text(errors="replace")[-2000:] if self._stderr.exists() else ""
+
+
+_NODE_PUBLISHER = _NodePublisher()
+atexit.register(_NODE_PUBLISHER.stop)
+
+
 def publish_jobs(
     jobs: list[dict[str, Any]],
     ids: bool = False,
@@ -525,26 +625,16 @@ def publish_jobs(
 
     Returns the job ids in order with `ids=True`, else the number published.
     """
-    args = [
-        "node",
-        str(NODE_PUBLISHER),
-        "--redis",
-        redis_url or settings.BULLMQ_REDIS_URL,
-        "--queue",
-        queue or settings.BULLMQ_QUEUE,
-        "--prefix",
-        settings.BULLMQ_PREFIX,
-        "--chunk",
-        str(chunk),
-    ]
-    if ids:
-        args.append("--ids")
+    header = {
+        "redis": redis_url or settings.BULLMQ_REDIS_URL,
+        "queue": queue or settings.BULLMQ_QUEUE,
+        "prefix": settings.BULLMQ_PREFIX,
+        "chunk": chunk,
+        "ids": ids,
+        "count": len(jobs),
+    }
     # ASCII escapes: a lone UTF-16 surrogate reaches the Node client as it would from JavaScript.
-    stdin = "".join(json.dumps(job) + "\n" for job in jobs)
-    done = subprocess.run(args, input=stdin.encode(), capture_output=True, timeout=timeout, cwd=ROOT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"node publisher failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
-    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    result = _NODE_PUBLISHER.publish(header, [json.dumps(job) + "\n" for job in jobs], timeout)
     assert result["published"] == len(jobs), result
     return [str(i) for i in result["ids"]] if ids else result["published"]
 

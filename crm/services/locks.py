@@ -1,6 +1,7 @@
 """Transaction-scoped advisory locks: serialise work on one contact id, email or phone across workers."""
 
 import hashlib
+from collections.abc import Iterable
 
 from django.db import connection
 
@@ -10,15 +11,19 @@ def _key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def advisory_locks_acquire(*names: str) -> None:
-    """Take `pg_advisory_xact_lock` on each name, in a fixed order (no deadlock among them).
+def advisory_locks_acquire(*names: str, shared: Iterable[str] = ()) -> None:
+    """Take `pg_advisory_xact_lock` on each name (and `pg_advisory_xact_lock_shared` on each `shared` name
+    that is not also among `names`), all in one fixed order of keys (no deadlock among them).
 
     Released when the outermost transaction ends.
     """
-    keys = sorted({_key(name) for name in names if name})
-    if not keys:
+    exclusive = {_key(name) for name in names if name}
+    modes = {key: "pg_advisory_xact_lock_shared" for key in map(_key, filter(None, shared))}
+    modes.update(dict.fromkeys(exclusive, "pg_advisory_xact_lock"))
+    if not modes:
         return
-    sql = "SELECT " + ", ".join("pg_advisory_xact_lock(%s)" for _ in keys)
+    keys = sorted(modes)
+    sql = "SELECT " + ", ".join(f"{modes[key]}(%s)" for key in keys)
     with connection.cursor() as cursor:
         cursor.execute(sql, keys)
 

@@ -8,14 +8,17 @@ rules, same `GREATEST` timestamps, same attributions), but for a whole batch at 
    scheduled after commit);
 2. one `FOR NO KEY UPDATE` of the touched profiles, in id order;
 3. one insert of the activities;
-4. one multi-row upsert of the campaign interactions, folded per (tenant, message, type) first
+4. one advisory lock statement on the batch's messages (`messages.message_locks_acquire`: exclusive
+   for a message with a SENT in the batch, shared otherwise), then one multi-row upsert of the
+   campaign interactions, folded per (tenant, message, type) first
    (`ON CONFLICT DO UPDATE` cannot touch a row twice), then one update filling the non-SENT rows of
    the batch's sent messages from their SENT row;
 5. one insert of the click attributions (when any);
 6. one `GREATEST` update of the profiles' timestamps.
 
 Lock order, the same in every batch so that two worker children cannot deadlock: (the caller's
-inbox rows by identity,) score-refresh rows by profile id, profiles by id, interactions by key.
+inbox rows by identity,) score-refresh rows by profile id, profiles by id, message locks by key,
+interactions by key.
 
 The merge of a folded group reproduces the per-event result exactly: each event's value is its own
 when non-empty, else the message's SENT row's (`inherit`); values merge to the non-empty one, or the
@@ -38,6 +41,7 @@ from crm.services.messages import (
     email_clicked_data,
     email_opened_data,
     merge_sql,
+    message_locks_acquire,
     message_sent_data,
 )
 from crm.services.recordsets import recordset_json
@@ -272,6 +276,7 @@ def _upsert_interactions(records: list[MessageRecord]) -> None:
             row[name], row[f"{name}_inherit"] = value.smallest, value.inherit
         rows.append(row)
     sent = sorted({(r.tenant_id, r.message_id) for r in records if r.kind == InteractionType.SENT})
+    message_locks_acquire(sent=sent, others={(r.tenant_id, r.message_id) for r in records})
     with connection.cursor() as cursor:
         cursor.execute(_INTERACTIONS_SQL, [recordset_json(rows)])
         if sent:

@@ -8,12 +8,18 @@ Everything here is order-independent:
   least/greatest. The campaign, template and channel of a non-SENT row come from the event when it
   carries them, else from the message's SENT row; a SENT that arrives later fills them in where
   still empty. Two different non-empty values merge to the smaller one (deterministic).
+  Both halves read the other's rows, so a message's SENT and its other interactions are serialised
+  by an advisory lock on the message (`message_locks_acquire`), taken before the upsert statement:
+  a delivery recorded while its send commits waits for the send and then sees its row, and a send
+  waits for the deliveries in flight and then fills them in. Without it each transaction missed
+  the other's uncommitted row and the delivery never got its campaign.
   `email.opened`/`email.clicked` rows are on the EMAIL channel by definition.
 - `last_message_at`, `last_activity_at`, `last_email_open_at` are `GREATEST(stored, occurred_at)`.
 - Verification flags follow `profile_verification_invalidate` (decisions.md: verification).
 - Bounce automation depends only on the set of hard-bounce times (decisions.md).
 """
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +40,7 @@ from crm.models import (
 )
 from crm.services.consent import consent_statement_record
 from crm.services.engagement import engagement_refresh_request
+from crm.services.locks import advisory_locks_acquire, profile_lock
 from crm.services.profiles import profile_verification_invalidate
 
 EMAIL_CHANNEL = "EMAIL"
@@ -101,6 +108,20 @@ ON CONFLICT (profile_id, message_id) DO UPDATE SET occurred_at = LEAST(crm_hardb
 """
 
 
+def message_locks_acquire(*, sent: Iterable[tuple[int, str]], others: Iterable[tuple[int, str]]) -> None:
+    """Lock messages, given as (tenant id, message id), before upserting their interactions.
+
+    A SENT takes its message exclusively and every other interaction takes it shared: a send and a
+    delivery of one message never overlap, two deliveries or opens still do. Each upsert runs in
+    its own statement after this one, so under READ COMMITTED it sees what the transaction it
+    waited for committed. Lock order: after the profiles, before the interaction rows.
+    """
+    advisory_locks_acquire(
+        *(f"message:{tenant}:{message}" for tenant, message in sent),
+        shared=[f"message:{tenant}:{message}" for tenant, message in others],
+    )
+
+
 def interaction_record(
     *,
     profile: Profile,
@@ -121,6 +142,10 @@ def interaction_record(
         "channel": channel or "",
         "at": occurred_at,
     }
+    profile_lock(profile.pk)  # the batch path's lock order: the profile before the message
+    message = [(profile.tenant_id, message_id)]
+    sent = type == InteractionType.SENT
+    message_locks_acquire(sent=message if sent else [], others=[] if sent else message)
     with connection.cursor() as cursor:
         cursor.execute(UPSERT_SQL, params)
         if type == InteractionType.SENT:

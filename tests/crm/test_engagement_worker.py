@@ -21,8 +21,9 @@ def test_an_open_is_scored_by_the_refresh_the_event_scheduled(processes: Process
         contact_created_job(contact_id="eng-c1", email="eng@example.com"),
         email_opened_job(contact_id="eng-c1", message_id="eng-m1", opened_at=opened_at, event_id="eng-open"),
     ]
-    worker = processes.start_worker(env={"ENGAGEMENT_REFRESH_DELAY_S": "1"})
-    processes.start_bridge()
+    worker = processes.start_worker(env={"ENGAGEMENT_REFRESH_DELAY_S": "1"}, wait=False)
+    processes.start_bridge(wait=False)
+    processes.wait_ready()
     # The contact first: an open racing its contact.created would park, and only beat's sweep unparks that.
     for applied, job in enumerate(jobs, start=1):
         publish_jobs([{"name": job["name"], "data": job["data"]}])

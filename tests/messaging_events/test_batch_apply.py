@@ -143,11 +143,11 @@ def test_a_batch_costs_a_fixed_number_of_statements(django_assert_max_num_querie
     contacts()
     small = campaign("c-a")
     large = [job for contact_id in CONTACTS for n in range(3) for job in campaign(contact_id, n=n + 1)]
-    # claim, links, score-refresh rows, profile locks, activities, interactions, fill from SENT,
-    # attributions, profile timestamps, close; a savepoint around them
-    with django_assert_max_num_queries(12):
+    # claim, links, score-refresh rows, profile locks, activities, message locks, interactions,
+    # fill from SENT, attributions, profile timestamps, close; a savepoint around them
+    with django_assert_max_num_queries(13):
         assert batch_apply.apply_batch(small).statuses == {"applied": 5}
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(13):
         assert batch_apply.apply_batch(large).statuses == {"applied": 45}
 
 

@@ -10,8 +10,10 @@ from django.db import connection
 
 from crm.models import Activity, ActivityType, CampaignInteraction, ConsentChange, ContactLink, InteractionType, Profile
 from messaging_events import handlers
+from messaging_events.contract.jobs import BridgedJob
 from messaging_events.contract.routing import EventType
 from messaging_events.models import InboundEvent
+from messaging_events.services import batch_apply
 from tests.factories import (
     at,
     contact_created_job,
@@ -147,31 +149,79 @@ def test_a_consent_change_racing_a_merge_ends_as_if_applied_one_after_the_other(
         assert [c.removeprefix(f"{tenant}-") for c in state["contacts"]] == ["c1", "c2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (crm/services/messages.py): a DELIVERED upsert reads the SENT row before the SENT "
-    "commits, and the SENT's fill-in UPDATE ran before the DELIVERED row existed, so the campaign stays empty",
-)
-def test_a_delivery_applied_while_its_send_commits_gets_the_campaign(monkeypatch: pytest.MonkeyPatch) -> None:
+def _lock_waiters() -> int:
+    """Backends waiting for a lock right now (pg_locks is read live, even inside a transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        return cursor.fetchone()[0]
+
+
+def _apply(job: BridgedJob, path: str) -> str:
+    if path == "per-event":
+        return process(job)
+    (status,) = batch_apply.apply_batch([job]).statuses
+    return status
+
+
+@pytest.mark.parametrize("second_path", ["per-event", "set-based"])
+@pytest.mark.parametrize("first_path", ["per-event", "set-based"])
+@pytest.mark.parametrize("first_kind", [EventType.MESSAGE_SENT, EventType.MESSAGE_DELIVERED])
+def test_a_send_and_a_delivery_of_one_message_applied_at_once_both_get_the_campaign(
+    monkeypatch: pytest.MonkeyPatch, first_kind: EventType, first_path: str, second_path: str
+) -> None:
+    """The first event's transaction has written its interaction and stays open until the second is
+    either waiting for a lock or done; only then does it commit. Each transaction then cannot see the
+    other's row unless they are serialised: the delivery must still end with the send's campaign."""
     process(contact_created_job(contact_id="c-camp", email="camp@example.com", timestamp=at(0)))
-    real_sent = handlers.HANDLERS[EventType.MESSAGE_SENT]
-    sent_done = threading.Event()
-
-    def sent_then_slow_commit(event, row):
-        outcome = real_sent(event, row)
-        sent_done.set()
-        time.sleep(1.0)  # the send's transaction is still open while the delivery runs
-        return outcome
-
-    monkeypatch.setitem(handlers.HANDLERS, EventType.MESSAGE_SENT, sent_then_slow_commit)
     sent = message_sent_job(contact_id="c-camp", message_id="m-camp", campaign_id="camp-1", event_id="camp-sent")
     delivered = message_delivered_job(contact_id="c-camp", message_id="m-camp", event_id="camp-delivered")
+    first, second = (sent, delivered) if first_kind == EventType.MESSAGE_SENT else (delivered, sent)
+    first_thread: list[threading.Thread] = []
+    first_wrote, second_done = threading.Event(), threading.Event()
+    seen: list[str] = []
 
-    def deliver_once_sent() -> str:
-        assert sent_done.wait(30)
-        return process(delivered)
+    def hold_open_until_the_second_waits_or_ends() -> None:
+        first_wrote.set()
+        deadline = time.monotonic() + 30
+        while not second_done.is_set() and time.monotonic() < deadline:
+            if _lock_waiters():
+                seen.append("second waited for the first")
+                return
+            time.sleep(0.01)
+        seen.append("second ended while the first was open")
 
-    assert _at_once(lambda: process(sent), deliver_once_sent) == ["applied", "applied"]
+    def holding(real: Callable[..., object]) -> Callable[..., object]:
+        def hook(*args: object, **kwargs: object) -> object:
+            result = real(*args, **kwargs)
+            if threading.current_thread() in first_thread:
+                hold_open_until_the_second_waits_or_ends()
+            return result
 
-    campaigns = dict(CampaignInteraction.objects.filter(message_id="m-camp").values_list("type", "campaign_id"))
-    assert campaigns == {InteractionType.SENT: "camp-1", InteractionType.DELIVERED: "camp-1"}
+        return hook
+
+    if first_path == "per-event":
+        monkeypatch.setitem(handlers.HANDLERS, first_kind, holding(handlers.HANDLERS[first_kind]))
+    else:
+        monkeypatch.setattr(batch_apply, "message_records_apply", holding(batch_apply.message_records_apply))
+    fallbacks = batch_apply.fallback_batches()
+
+    def run_first() -> str:
+        first_thread.append(threading.current_thread())
+        return _apply(first, first_path)
+
+    def run_second_once_the_first_wrote() -> str:
+        assert first_wrote.wait(30)
+        try:
+            return _apply(second, second_path)
+        finally:
+            second_done.set()
+
+    assert _at_once(run_first, run_second_once_the_first_wrote) == ["applied", "applied"]
+
+    interactions = CampaignInteraction.objects.filter(message_id="m-camp")
+    assert {i.type: (i.campaign_id, i.count) for i in interactions} == {
+        InteractionType.SENT: ("camp-1", 1),
+        InteractionType.DELIVERED: ("camp-1", 1),
+    }
+    assert seen == ["second waited for the first"]
+    assert batch_apply.fallback_batches() == fallbacks, "no deadlock, no fallback"

@@ -41,8 +41,9 @@ def _publish_and_settle(jobs: list[dict[str, Any]], *, new_rows: int | None = No
 
 
 def test_contact_updated_never_reverses_a_stop_and_the_profile_page_shows_the_report(processes: Processes) -> None:
-    processes.start_bridge()
-    processes.start_worker()
+    processes.start_bridge(wait=False)
+    processes.start_worker(wait=False)
+    processes.wait_ready()
     _publish_and_settle(
         [_contact("contact.created", 0, eventId="cc-1", email="ann@example.com", smsOptIn=True, emailOptIn=True)]
     )
@@ -74,8 +75,9 @@ def test_contact_updated_never_reverses_a_stop_and_the_profile_page_shows_the_re
 
 
 def test_identity_without_event_ids_across_types_and_conflicts_resolved_by_replay(processes: Processes) -> None:
-    processes.start_bridge()
-    processes.start_worker()
+    processes.start_bridge(wait=False)
+    processes.start_worker(wait=False)
+    processes.wait_ready()
     _publish_and_settle([_contact("contact.created", 0, eventId="cc-2", email="bo@example.com", smsOptIn=True)])
     # Opt-out, opt-in, opt-out without eventIds: the first and third payloads are identical.
     _publish_and_settle(

@@ -83,8 +83,9 @@ def test_every_event_type_in_both_shapes_and_malformed_jobs_end_in_the_inbox(pro
     malformed = [job for job, _ in MALFORMED.values()]
     jobs = known + envelope + ghost + malformed
 
-    processes.start_bridge(env={"BRIDGE_MAX_JOB_BYTES": str(MAX_JOB_BYTES)})
-    processes.start_worker(concurrency=2)
+    processes.start_bridge(env={"BRIDGE_MAX_JOB_BYTES": str(MAX_JOB_BYTES)}, wait=False)
+    processes.start_worker(concurrency=2, wait=False)
+    processes.wait_ready()
     ids = publish_jobs(jobs, ids=True)
     by_job = dict(zip(ids, jobs, strict=True))
 

@@ -41,8 +41,9 @@ def test_beat_runs_the_sweep_that_unparks_and_expires(processes: Processes) -> N
     """The production beat schedule, with short intervals: a parked event whose contact got linked
     without an unpark being scheduled (here, applied in this process) is applied by the sweep, and
     one whose contact never comes expires to failed."""
-    processes.start_worker(env={"PARKED_EVENT_MAX_AGE_S": "20"})
-    processes.start_bridge()
+    processes.start_worker(env={"PARKED_EVENT_MAX_AGE_S": "20"}, wait=False)
+    processes.start_bridge(wait=False)
+    processes.wait_ready()
     jobs = [
         message_sent_job(contact_id="late-contact", message_id="m-late", event_id="b-late"),
         message_sent_job(contact_id="never-contact", message_id="m-never", event_id="b-never"),

@@ -48,8 +48,11 @@ def _jobs() -> list[dict]:
 def test_a_batch_that_hits_its_time_limit_loses_no_event(processes: Processes, soft_s: str, hard_s: str) -> None:
     # The publisher's task options travel in the message headers: the bridge and the worker share them.
     limits = {"CELERY_TASK_SOFT_TIME_LIMIT": soft_s, "CELERY_TASK_TIME_LIMIT": hard_s}
-    worker = processes.start_worker(concurrency=1, env=limits)
-    processes.start_bridge(env={"BRIDGE_BATCH_SIZE": str(len(CONTACTS)), "BRIDGE_LINGER_MS": "1000", **limits})
+    worker = processes.start_worker(concurrency=1, env=limits, wait=False)
+    processes.start_bridge(
+        env={"BRIDGE_BATCH_SIZE": str(len(CONTACTS)), "BRIDGE_LINGER_MS": "1000", **limits}, wait=False
+    )
+    processes.wait_ready()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(%s)", [_key(f"contact:{SLOW_CONTACT}")])
     try:

@@ -51,8 +51,9 @@ def answers(port: int) -> bool:
 
 def test_bridge_and_worker_metrics_count_what_happened(processes: Processes) -> None:
     bridge_port, worker_port = free_port(), free_port()
-    processes.start_bridge(env={"BRIDGE_METRICS_PORT": str(bridge_port)})
-    processes.start_worker(concurrency=2, env={"WORKER_METRICS_PORT": str(worker_port)})
+    processes.start_bridge(env={"BRIDGE_METRICS_PORT": str(bridge_port)}, wait=False)
+    processes.start_worker(concurrency=2, env={"WORKER_METRICS_PORT": str(worker_port)}, wait=False)
+    processes.wait_ready()
     wait_until(lambda: answers(bridge_port) and answers(worker_port), 15, message="both /metrics endpoints")
 
     created = [

@@ -34,9 +34,10 @@ BRIDGE_ENV = {"BRIDGE_BATCH_SIZE": "10", "BRIDGE_CONCURRENCY": "20"}
 
 
 def start_node(processes: Processes, node: str, concurrency: int = 1) -> ManagedProcess:
-    proc = processes.start(f"worker-{node}", worker_command(concurrency=concurrency, hostname=f"{node}@%h"))
-    proc.wait_for_output(" ready.", 60)
-    return proc
+    """A worker node named `node@host`; not waited for (`processes.wait_ready()`)."""
+    return processes.start(
+        f"worker-{node}", worker_command(concurrency=concurrency, hostname=f"{node}@%h"), ready_marker=" ready."
+    )
 
 
 def tasks_run(worker: ManagedProcess) -> int:
@@ -50,8 +51,9 @@ def published_by(bridge: ManagedProcess) -> int:
 
 
 def test_two_nodes_and_two_bridges_apply_each_event_once_and_keep_priority(processes: Processes) -> None:
-    bridges = [processes.start_bridge(f"bridge-{n}", env=BRIDGE_ENV) for n in ("a", "b")]
+    bridges = [processes.start_bridge(f"bridge-{n}", env=BRIDGE_ENV, wait=False) for n in ("a", "b")]
     workers = [start_node(processes, node) for node in ("a", "b")]
+    processes.wait_ready()
     assert all(f"{node}@" in w.output() for node, w in zip("ab", workers, strict=True))
 
     # 1. A stream of 600 events through both bridges and both nodes: one effect per event.
@@ -105,6 +107,7 @@ def test_measure_drain_rate_with_one_and_two_nodes(processes: Processes, nodes: 
     started = time.monotonic()
     for node in "ab"[:nodes]:
         start_node(processes, node)
+    processes.wait_ready()
     settle(timeout=540)
     seconds = time.monotonic() - started
     assert_invariants(stream)

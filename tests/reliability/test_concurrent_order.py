@@ -227,16 +227,17 @@ def test_two_workers_applying_a_shuffled_stream_with_duplicates_reach_the_in_ord
     rng.shuffle(arrival)
 
     _segments()
-    processes.start_worker("worker-a", concurrency=1)
-    processes.start_worker("worker-b", concurrency=1)
-    processes.start_beat(env=BEAT_ENV)
-    processes.start_bridge(env={"BRIDGE_BATCH_SIZE": "1"})
+    processes.start_worker("worker-a", concurrency=1, wait=False)
+    processes.start_worker("worker-b", concurrency=1, wait=False)
+    processes.start_beat(env=BEAT_ENV, wait=False)
+    processes.start_bridge(env={"BRIDGE_BATCH_SIZE": "1"}, wait=False)
+    processes.wait_ready()
     publish_jobs(arrival)
     settle()
     concurrent = _snapshot()
     assert sum(InboundEvent.objects.values_list("deliveries", flat=True)) == len(arrival)
     both_worked = [p.output().count("event_applied") for p in processes.started if p.name.startswith("worker")]
-    processes.stop_all()
+    processes.kill_all()  # before the flush: nothing may write into the in-order run
 
     call_command("flush", interactive=False, verbosity=0)
     _segments()

@@ -54,9 +54,10 @@ WORKER_ENV = {"CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S)}
 
 
 def _start_pipeline(processes: Processes, bridge_env: dict[str, str]):
-    worker = processes.start_worker(env=WORKER_ENV)
-    processes.start_beat(env=BEAT_ENV)
-    bridge = processes.start_bridge(env=bridge_env)
+    worker = processes.start_worker(env=WORKER_ENV, wait=False)
+    processes.start_beat(env=BEAT_ENV, wait=False)
+    bridge = processes.start_bridge(env=bridge_env, wait=False)
+    processes.wait_ready()
     return worker, bridge
 
 
@@ -211,8 +212,9 @@ def test_sigterm_with_work_in_flight_shuts_down_cleanly(processes: Processes) ->
     bridge_s = time.monotonic() - started
     assert bullmq_counts()["active"] == 0, "a clean bridge shutdown leaves no stalled job"
 
-    worker = processes.start_worker(env=WORKER_ENV)
-    processes.start_beat(env=BEAT_ENV)
+    worker = processes.start_worker(env=WORKER_ENV, wait=False)
+    processes.start_beat(env=BEAT_ENV, wait=False)
+    processes.wait_ready()
     wait_until(lambda: applied_count("st") > 0 and unacked_batches(), 60, interval=0.01)
     unacked_at_term = len(unacked_batches())
     assert unacked_at_term, "the worker held unacknowledged batches at SIGTERM"
@@ -223,8 +225,9 @@ def test_sigterm_with_work_in_flight_shuts_down_cleanly(processes: Processes) ->
     assert celery_queue_depths()["unacked"] == 0, "a clean worker shutdown leaves nothing unacknowledged"
     assert applied_count("st") < stream.size, "the worker stopped with work left"
 
-    processes.start_worker("worker-2", env=WORKER_ENV)
-    processes.start_bridge("bridge-2", env=BRIDGE_ENV)
+    processes.start_worker("worker-2", env=WORKER_ENV, wait=False)
+    processes.start_bridge("bridge-2", env=BRIDGE_ENV, wait=False)
+    processes.wait_ready()
     settle()
     # Neither shutdown redelivered anything: every event was delivered exactly once.
     assert_invariants(stream, deliveries=1)

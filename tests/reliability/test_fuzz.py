@@ -202,10 +202,11 @@ def test_malformed_jobs_are_all_rejected_and_valid_ones_still_applied(processes:
     mixed.extend(partial[len(valid.jobs) * 5 :])
     mixed.append(PARTIAL_CONTACT)  # the contact the partial message events name: they unpark and apply
 
-    worker = processes.start_worker()
+    worker = processes.start_worker(wait=False)
+    processes.start_beat(env=BEAT_ENV, wait=False)
+    processes.start_bridge(env={"BRIDGE_MAX_JOB_BYTES": "16384"}, wait=False)
+    processes.wait_ready()
     pool = {child.pid for child in psutil.Process(worker.pid).children()}
-    processes.start_beat(env=BEAT_ENV)
-    processes.start_bridge(env={"BRIDGE_MAX_JOB_BYTES": "16384"})
     publish_jobs(mixed)
     settle(timeout=300)
 
@@ -333,8 +334,9 @@ def generate_hostile_jobs(count: int) -> list[dict]:
 def test_hostile_content_never_fails_a_job_and_every_job_gets_one_inbox_row(processes: Processes) -> None:
     hostile = generate_hostile_jobs(HOSTILE_JOBS)
     valid = known_stream("hv", 10)
-    worker = processes.start_worker()
-    processes.start_bridge()
+    worker = processes.start_worker(wait=False)
+    processes.start_bridge(wait=False)
+    processes.wait_ready()
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)  # only so that this process can write the deepest jobs as JSON
     try:

@@ -33,9 +33,10 @@ def _crm_snapshot() -> dict[str, object]:
 
 def test_an_event_naming_another_tenant_for_a_linked_contact_changes_nothing(processes: Processes) -> None:
     stream = known_stream("ti", 3)
-    processes.start_worker()
-    processes.start_beat(env=BEAT_ENV)
-    processes.start_bridge()
+    processes.start_worker(wait=False)
+    processes.start_beat(env=BEAT_ENV, wait=False)
+    processes.start_bridge(wait=False)
+    processes.wait_ready()
     publish_jobs(stream.jobs)
     settle()
     assert_invariants(stream)
@@ -131,10 +132,10 @@ def test_logs_of_a_full_run_never_contain_emails_or_phone_numbers(processes: Pro
     raw_jobs, raw_people = _raw_spellings()
     # Everything at DEBUG: the worker's root logger follows --loglevel, the bridge's LOG_LEVEL.
     args = ["--loglevel=DEBUG" if arg == "--loglevel=INFO" else arg for arg in worker_command()]
-    worker = processes.start("worker", args, {"LOG_LEVEL": "DEBUG"})
-    worker.wait_for_output(" ready.", 45)
-    processes.start_beat(env=BEAT_ENV)
-    bridge = processes.start_bridge(env={"LOG_LEVEL": "DEBUG", "BRIDGE_STATS_INTERVAL_S": "1"})
+    worker = processes.start("worker", args, {"LOG_LEVEL": "DEBUG"}, ready_marker=" ready.")
+    processes.start_beat(env=BEAT_ENV, wait=False)
+    bridge = processes.start_bridge(env={"LOG_LEVEL": "DEBUG", "BRIDGE_STATS_INTERVAL_S": "1"}, wait=False)
+    processes.wait_ready()
     publish_jobs([*stream.jobs, bad_email, bad_flag])
     publish_jobs(raw_jobs)
     settle()

@@ -6,12 +6,14 @@ from urllib.parse import quote_plus
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 
 from crm.admin_scoping import tenant_path_for
 from crm.models import (
     Activity,
     AttributionEvent,
+    BackfillCheckpoint,
     CampaignInteraction,
     ConsentChange,
     ContactLink,
@@ -284,3 +286,17 @@ def test_segment_rebuild_action_is_scoped(world: World, client_a: Client, monkey
     html = response.content.decode()
     assert "Openers of Acme Ltd: 7 member(s)." in html
     assert_no_b_data(html)
+
+
+@pytest.mark.django_db
+def test_backfill_checkpoints_are_for_superusers_only(client_a: Client, client_root: Client) -> None:
+    now = timezone.now()
+    checkpoint = BackfillCheckpoint.objects.create(
+        file_sha256="ab" * 32, file_name="tenant-b-export.jsonl", last_line=5000, started_at=now, updated_at=now
+    )
+    changelist = reverse("admin:crm_backfillcheckpoint_changelist")
+    assert client_a.get(changelist).status_code == 403
+    assert client_a.get(reverse("admin:crm_backfillcheckpoint_change", args=[checkpoint.pk])).status_code == 403
+    response = client_root.get(changelist)
+    assert response.status_code == 200
+    assert "tenant-b-export.jsonl" in response.content.decode()

@@ -136,8 +136,9 @@ def test_a_bridge_killed_with_sigkill_loses_nothing(processes: Processes) -> Non
     wait_until(lambda: bullmq_counts()["active"] == 50, 10, message=lambda: str(bullmq_counts()))
     victim.kill()
     assert bullmq_counts()["active"] == 50  # held by a dead bridge
-    processes.start_bridge("heir")
-    processes.start_worker(concurrency=2)
+    processes.start_bridge("heir", wait=False)
+    processes.start_worker(concurrency=2, wait=False)
+    processes.wait_ready()
     # Its locks expire (5 s) and the stalled check (every 2 s) hands the jobs to the heir.
     wait_for_quiescence(timeout=40, min_inbox_rows=50)
     assert bullmq_counts()["completed"] == 50
@@ -146,9 +147,10 @@ def test_a_bridge_killed_with_sigkill_loses_nothing(processes: Processes) -> Non
 
 
 def test_two_bridges_at_once_give_each_event_one_inbox_row(processes: Processes) -> None:
-    processes.start_bridge("bridge-a", env={"BRIDGE_BATCH_SIZE": "20", "BRIDGE_CONCURRENCY": "20"})
-    processes.start_bridge("bridge-b", env={"BRIDGE_BATCH_SIZE": "20", "BRIDGE_CONCURRENCY": "20"})
-    processes.start_worker(concurrency=4)
+    processes.start_bridge("bridge-a", env={"BRIDGE_BATCH_SIZE": "20", "BRIDGE_CONCURRENCY": "20"}, wait=False)
+    processes.start_bridge("bridge-b", env={"BRIDGE_BATCH_SIZE": "20", "BRIDGE_CONCURRENCY": "20"}, wait=False)
+    processes.start_worker(concurrency=4, wait=False)
+    processes.wait_ready()
     jobs = deleted_jobs(600, "two")
     duplicates = jobs[:50]  # the producer republishes some events: same eventId, new BullMQ jobs
     publish_jobs(jobs + duplicates + [{"name": "bogus.event", "data": {"payload": {"n": 1}}}])

@@ -14,8 +14,9 @@ from tests.processes import (
 
 @pytest.mark.processes
 def test_bridge_and_worker_start_publish_and_stop(processes: Processes) -> None:
-    bridge = processes.start_bridge()
-    worker = processes.start_worker(concurrency=1)
+    bridge = processes.start_bridge(wait=False)
+    worker = processes.start_worker(concurrency=1, wait=False)
+    processes.wait_ready()
     ids = publish_jobs(
         [{"name": "contact.deleted", "data": {"payload": {"eventId": "h-1", "tenantId": "t", "contactId": "c"}}}],
         ids=True,

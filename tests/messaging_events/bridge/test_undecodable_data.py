@@ -22,8 +22,9 @@ def test_undecodable_job_data_ends_rejected_and_completed(processes: Processes) 
     client = redis.Redis.from_url(settings.BULLMQ_REDIS_URL)
     client.hset(f"{settings.BULLMQ_PREFIX}:{settings.BULLMQ_QUEUE}:{job_ids[0]}", "data", "{not json <<<")
 
-    processes.start_bridge()
-    processes.start_worker()
+    processes.start_bridge(wait=False)
+    processes.start_worker(wait=False)
+    processes.wait_ready()
     wait_for_quiescence(timeout=60, min_inbox_rows=2)
 
     rejected = InboundEvent.objects.get(status=InboundEventStatus.REJECTED)
