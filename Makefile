@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make up` and `make test`. Each does its own set-up.
-.PHONY: up test test-fast mutation bench bench-quick lint fmt clean
+.PHONY: up test test-fast test-thorough mutation bench bench-quick lint fmt clean
 
 up:
 	bash scripts/up.sh
@@ -10,6 +10,10 @@ test:
 # Everything but the tests that start processes or are marked slow (docs/testing.md).
 test-fast:
 	bash scripts/test.sh -m "not processes and not slow" --durations=10
+
+# The whole suite with the consent order property at 200 examples instead of 50 (docs/testing.md).
+test-thorough:
+	CONSENT_PROPERTY_EXAMPLES=200 bash scripts/test.sh --durations=25
 
 # mutmut over consent, identity, the inbox and the contract, judged by the fast tier (docs/testing.md).
 mutation:

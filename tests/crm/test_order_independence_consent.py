@@ -120,7 +120,9 @@ def consent_streams(draw) -> list[tuple]:
 
 
 @settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(stream=consent_streams(), data=st.data())
 def test_consent_does_not_depend_on_arrival_order(stream: list[tuple], data: st.DataObject) -> None:
