@@ -50,7 +50,15 @@ BRIDGE_ENV = {"BRIDGE_BATCH_SIZE": "10", "BRIDGE_CONCURRENCY": "20"}
 SLOW_BRIDGE_ENV = {"BRIDGE_CONCURRENCY": "10", "BRIDGE_BATCH_SIZE": "50", "BRIDGE_LINGER_MS": "100"}
 VISIBILITY_TIMEOUT_S = 5
 T = TypeVar("T")
-WORKER_ENV = {"CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S)}
+# A retried batch waits out its countdown inside the worker, unacknowledged; a countdown longer than the
+# visibility timeout makes kombu restore the message and deliver the batch twice (legitimately: it then
+# counts a second delivery). Production keeps the backoff cap (60 s) far below the timeout (600 s);
+# the shortened timeout here needs a shortened cap too, or the PostgreSQL restart counts a second delivery.
+RETRY_BACKOFF_MAX_S = 3
+WORKER_ENV = {
+    "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
+    "EVENT_TASK_RETRY_BACKOFF_MAX_S": str(RETRY_BACKOFF_MAX_S),
+}
 
 
 def _start_pipeline(processes: Processes, bridge_env: dict[str, str]):
