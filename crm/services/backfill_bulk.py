@@ -151,18 +151,28 @@ def _fields_unchanged(row: ValidRow, link: _Linked) -> bool:
     return True
 
 
-def _known_statements(candidates: list[tuple[int, ValidRow]]) -> set[tuple[int, str, str]]:
-    wanted = [(pk, channel, tiebreak) for pk, row in candidates for channel, _, tiebreak in _statements(row)]
+def _existing(table: str, columns: tuple[str, ...], types: tuple[str, ...], wanted: list[tuple]) -> set[tuple]:
+    """Which of the `wanted` key tuples are rows of `table` (one query for the chunk)."""
     if not wanted:
         return set()
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    match = " AND ".join(f"t.{c} = k.{c}" for c in columns)
     with _cursor() as cursor:
         cursor.execute(
-            "SELECT c.profile_id, c.channel, c.tiebreak FROM crm_consentchange c"
-            " JOIN unnest(%s::bigint[], %s::text[], %s::text[]) AS k (profile_id, channel, tiebreak)"
-            " ON c.profile_id = k.profile_id AND c.channel = k.channel AND c.tiebreak = k.tiebreak",
-            [[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]],
+            f"SELECT {', '.join(f't.{c}' for c in columns)} FROM {table} t"
+            f" JOIN unnest({arrays}) AS k ({', '.join(columns)}) ON {match}",
+            [[w[i] for w in wanted] for i in range(len(columns))],
         )
         return set(cursor.fetchall())
+
+
+def _known_statements(candidates: list[tuple[int, ValidRow]]) -> set[tuple]:
+    return _existing(
+        "crm_consentchange",
+        ("profile_id", "channel", "tiebreak"),
+        ("bigint", "text", "text"),
+        [(pk, channel, tiebreak) for pk, row in candidates for channel, _, tiebreak in _statements(row)],
+    )
 
 
 def _row_addresses(row: ValidRow) -> list[tuple[str, str]]:
@@ -178,18 +188,13 @@ def _stated_addresses(row: ValidRow) -> list[tuple[str, str, str]]:
     return [(row.payload.contactId, kind, row.source_key[:300]) for kind, _ in _row_addresses(row)]
 
 
-def _known_addresses(rows: list[ValidRow]) -> set[tuple[str, str, str]]:
-    wanted = [key for row in rows for key in _stated_addresses(row)]
-    if not wanted:
-        return set()
-    with _cursor() as cursor:
-        cursor.execute(
-            "SELECT a.contact_id, a.kind, a.source_key FROM crm_contactaddress a"
-            " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (contact_id, kind, source_key)"
-            " ON a.contact_id = k.contact_id AND a.kind = k.kind AND a.source_key = k.source_key",
-            [[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]],
-        )
-        return set(cursor.fetchall())
+def _known_addresses(rows: list[ValidRow]) -> set[tuple]:
+    return _existing(
+        "crm_contactaddress",
+        ("contact_id", "kind", "source_key"),
+        ("text", "text", "text"),
+        [key for row in rows for key in _stated_addresses(row)],
+    )
 
 
 def plan_bulk(items: list[Item]) -> list[Step]:
