@@ -5,16 +5,22 @@ import re
 import signal
 from pathlib import Path
 
+import psycopg
 import pytest
+from django.db import connection
 
-from crm.models import BackfillCheckpoint, Profile
+from crm.models import BackfillCheckpoint, Profile, Tenant
 from crm.services.backfill import contacts_backfill
 from tests.crm.backfill_snapshot import crm_flush, crm_snapshot
 from tests.ops.conftest import python_manage, wait_for
-from tests.ops.contact_files import write_jsonl
+from tests.ops.contact_files import row, write_jsonl
 
 ROWS = 6_000
 CHUNK = 300
+# The row whose contact address the test holds (uncommitted), so the third chunk blocks on it: the kill
+# always lands inside a chunk's open transaction, after exactly two committed chunks, however fast
+# the machine (a timed kill let a quiet machine finish the file first).
+BLOCKED_ROW = 2 * CHUNK + 101  # odd, so its source key is its eventId
 
 
 def _counts(output: str) -> dict[str, int]:
@@ -26,6 +32,37 @@ def _committed_line() -> int:
     return checkpoint.last_line if checkpoint is not None else 0
 
 
+def _hold_contact_address(values: dict[str, str]) -> psycopg.Connection:
+    """An open transaction holding the ContactAddress key the backfill will write for `values`' row."""
+    tenant, _ = Tenant.objects.get_or_create(external_id=values["tenantId"], defaults={"name": ""})
+    blocker = psycopg.connect(**_dsn())
+    blocker.execute(
+        "INSERT INTO crm_contactaddress (tenant_id, contact_id, kind, address, occurred_at, source_key)"
+        " VALUES (%s, %s, 'email', %s, now(), %s)",
+        [tenant.pk, values["contactId"], values["email"], values["eventId"]],
+    )
+    return blocker
+
+
+def _dsn() -> dict[str, object]:
+    db = connection.settings_dict
+    return {
+        "host": db["HOST"],
+        "port": db["PORT"],
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+        "dbname": db["NAME"],
+    }
+
+
+def _backfill_waits_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
 @pytest.mark.processes
 @pytest.mark.timeout(600)
 @pytest.mark.django_db(transaction=True)
@@ -33,12 +70,17 @@ def test_kill_9_then_resume_gives_the_database_of_one_clean_run(tmp_path: Path, 
     path = tmp_path / "contacts.jsonl"
     bad = write_jsonl(path, ROWS, bad_every=500)
     command = [*python_manage("backfill_contacts", str(path), "--chunk-size", str(CHUNK), "--no-progress")]
-    first = procs(command, "backfill-killed")
-    wait_for(lambda: _committed_line() >= 2 * CHUNK, timeout=300, what="two committed chunks")
-    os.kill(first.popen.pid, signal.SIGKILL)
-    first.popen.wait(10)
+    blocker = _hold_contact_address(row(BLOCKED_ROW))
+    try:
+        first = procs(command, "backfill-killed")
+        wait_for(_backfill_waits_on_a_lock, timeout=300, what="the third chunk waiting on the held address")
+        os.kill(first.popen.pid, signal.SIGKILL)
+        first.popen.wait(10)
+    finally:
+        blocker.rollback()
+        blocker.close()
     killed_at = _committed_line()
-    assert 0 < killed_at < ROWS, "the import finished before it could be killed: grow ROWS"
+    assert killed_at == 2 * CHUNK, "killed inside the third chunk, after two committed ones"
     assert Profile.objects.count() < ROWS - bad
 
     resumed = procs([*command, "--resume"], "backfill-resumed")
