@@ -48,14 +48,18 @@ p AS (
                              engagement_breakdown, field_sources, consent_reports, is_stub, created_at, updated_at)
     SELECT t.id, 'Seed', 'Row' || g, 'seed.' || g || '@example.com', '', true, 0, '{}', '{}', '{}', false, now(), now()
     FROM generate_series(1, %(rows)s) AS g JOIN t ON t.n = g %% %(tenants)s
-    RETURNING id, tenant_id
+    RETURNING id, tenant_id, email
 ), l AS (
     INSERT INTO crm_contactlink (tenant_id, profile_id, messaging_contact_id, created_at)
     SELECT tenant_id, id, 'seed-' || id, now() FROM p
+), a AS (
+    INSERT INTO crm_contactaddress (tenant_id, contact_id, kind, address, occurred_at, source_key)
+    SELECT tenant_id, 'seed-' || id, 'email', email, now(), 'seed-' || id FROM p
 )
 INSERT INTO crm_consentchange (tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source,
-                               lawful_basis, superseded, tiebreak)
-SELECT tenant_id, id, 'email', true, now(), now(), 'messaging_event', '', false, 'messaging_event:seed-' || id
+                               lawful_basis, superseded, tiebreak, address, address_stated, contact_id, warning)
+SELECT tenant_id, id, 'email', true, now(), now(), 'messaging_event', '', false, 'messaging_event:seed-' || id,
+       email, true, 'seed-' || id, ''
 FROM p
 """
 
@@ -75,7 +79,7 @@ def prefill(rows: int) -> float:
         cursor.execute("SET LOCAL session_replication_role = replica")
         cursor.execute(_PREFILL_SQL, {"rows": rows, "tenants": TENANTS})
     with connection.cursor() as cursor:
-        for table in ("crm_profile", "crm_contactlink", "crm_consentchange"):
+        for table in ("crm_profile", "crm_contactlink", "crm_contactaddress", "crm_consentchange"):
             cursor.execute(f"ANALYZE {table}")
     return time.monotonic() - started
 
