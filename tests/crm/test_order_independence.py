@@ -18,6 +18,7 @@ the number of activities per type except PROFILE_UPDATED and PROFILE_MERGED.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -343,8 +344,8 @@ class _Rollback(Exception):
     pass
 
 
-def final_state(jobs: list) -> dict:
-    """Apply the jobs through the inbox, re-apply parked events, score at a fixed time; then roll back."""
+def final_state(apply: Callable[[], object], snap: Callable[[], dict] = snapshot) -> dict:
+    """Set up the segments, `apply`, re-apply parked events, score at a fixed time, `snap`; roll back."""
     result: dict = {}
     try:
         with transaction.atomic():
@@ -354,11 +355,10 @@ def final_state(jobs: list) -> dict:
                 tenant=tenant, name="sms-engaged", required_consent_channel="sms", min_engagement_score=5
             )
             Segment.objects.create(tenant=tenant, name="engaged", min_engagement_score=10)
-            for job in jobs:
-                process(job)
+            apply()
             unpark_contacts(sorted(CONTACTS))
             engagement_scores_refresh(profile_ids=list(Profile.objects.values_list("pk", flat=True)), now=SCORE_AT)
-            result = snapshot()
+            result = snap()
             raise _Rollback
     except _Rollback:
         pass
@@ -379,8 +379,8 @@ def assert_order_independent(stream: list[tuple], data: st.DataObject) -> None:
     permutation = data.draw(st.permutations(range(len(stream))), label="arrival order")
     shuffled = [stream[i][1] for i in permutation]
 
-    expected = final_state(in_order)
-    actual = final_state(shuffled)
+    expected = final_state(lambda: [process(job) for job in in_order])
+    actual = final_state(lambda: [process(job) for job in shuffled])
     assert set(actual) == set(expected)
     for contacts in expected:
         assert actual[contacts] == expected[contacts], contacts

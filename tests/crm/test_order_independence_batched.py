@@ -14,18 +14,14 @@ number of deliveries).
 from collections import Counter
 
 import pytest
-from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm.models import Activity, Profile, Segment
-from crm.services.engagement import engagement_scores_refresh
-from crm.services.tenants import tenant_get_or_create
+from crm.models import Activity, Profile
 from messaging_events.models import InboundEvent
 from messaging_events.services.batch_apply import apply_batch, fallback_batches
-from messaging_events.services.parking import unpark_contacts
-from tests.crm.test_order_independence import CONTACTS, SCORE_AT, snapshot, streams
-from tests.factories import TENANT, process
+from tests.crm.test_order_independence import final_state, snapshot, streams
+from tests.factories import process
 
 pytestmark = pytest.mark.django_db
 
@@ -45,31 +41,6 @@ def tables() -> dict:
         InboundEvent.objects.values_list("tenant_ref", "idempotency_key", "event_type", "status", "deliveries")
     )
     return state
-
-
-class _Rollback(Exception):
-    pass
-
-
-def final_state(apply) -> dict:
-    """Set up the segments, apply, re-apply parked events, score at a fixed time, snapshot; roll back."""
-    result: dict = {}
-    try:
-        with transaction.atomic():
-            tenant = tenant_get_or_create(TENANT)
-            Segment.objects.create(tenant=tenant, name="email", required_consent_channel="email")
-            Segment.objects.create(
-                tenant=tenant, name="sms-engaged", required_consent_channel="sms", min_engagement_score=5
-            )
-            Segment.objects.create(tenant=tenant, name="engaged", min_engagement_score=10)
-            apply()
-            unpark_contacts(sorted(CONTACTS))
-            engagement_scores_refresh(profile_ids=list(Profile.objects.values_list("pk", flat=True)), now=SCORE_AT)
-            result = tables()
-            raise _Rollback
-    except _Rollback:
-        pass
-    return result
 
 
 def _apply_in_batches(jobs: list, sizes: list[int]) -> None:
@@ -99,9 +70,9 @@ def test_batched_application_equals_in_order_per_event_application(stream: list[
     sizes = data.draw(st.lists(st.integers(1, 64), min_size=1, max_size=len(arrival)), label="batch sizes")
 
     in_order = [job for _, job in sorted(arrival, key=lambda pair: pair[0])]
-    expected = final_state(lambda: [process(job) for job in in_order])
+    expected = final_state(lambda: [process(job) for job in in_order], tables)
     fallbacks = fallback_batches()
-    actual = final_state(lambda: _apply_in_batches([job for _, job in arrival], sizes))
+    actual = final_state(lambda: _apply_in_batches([job for _, job in arrival], sizes), tables)
     assert fallback_batches() == fallbacks  # the set-based path itself was tested, not its fallback
 
     assert Counter(status for *_, status, _ in expected["inbox"]) == Counter(
