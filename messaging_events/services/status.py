@@ -1,9 +1,7 @@
 """Selectors for `bridge_status`: what is waiting where, on both sides of the bridge.
 
 Read-only. BullMQ figures come from the `bullmq` Queue API; Celery queue depths are
-LLEN on the broker's Redis over every list kombu uses for a queue (with priority
-steps, kombu's Redis transport keeps `normal`, `normal\\x06\\x163`, `normal\\x06\\x166`,
-`normal\\x06\\x169`; see `kombu.transport.redis.Channel._q_for_pri`).
+LLEN on the broker's Redis over every list kombu uses for a queue (`messaging_events.broker`).
 """
 
 import asyncio
@@ -17,10 +15,11 @@ from django.conf import settings
 from django.db.models import Count, Min, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from messaging_events import broker
 from messaging_events.connections import describe_error, mask_url, ping
 from messaging_events.models import ConflictState, InboundEvent, InboundEventStatus
+from messaging_events.services import inflight
 
 BULLMQ_STATES = ("waiting", "active", "delayed", "failed", "completed")
 BULLMQ_TIMEOUT_S = 10.0
@@ -48,6 +47,9 @@ class BridgeStatus:
     open_conflicts: int = 0  # same identity, different content; any is a problem
     # Applied without some optional values the contract dropped: for follow-up, never a problem.
     applied_with_warnings: int = 0
+    # Batches the bridge published that no worker has finished yet (services.inflight).
+    inflight_batches: int = 0
+    inflight_oldest_age_s: float | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -80,17 +82,6 @@ async def _bullmq_figures() -> tuple[dict[str, int], float | None]:
     return figures, age
 
 
-def celery_queue_keys(queue: str) -> list[str]:
-    """Every Redis list kombu may use for `queue`, one per priority step."""
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}
-    steps = options.get("priority_steps", PRIORITY_STEPS)
-    prefix = options.get("global_keyprefix", "")
-    keys = []
-    for step in sorted(set(steps)):
-        keys.append(f"{prefix}{queue}{Channel.sep}{step}" if step else f"{prefix}{queue}")
-    return list(dict.fromkeys(keys))
-
-
 def celery_queue_depths(queues: tuple[str, ...] | None = None) -> dict[str, int]:
     names = tuple(queues or settings.CELERY_QUEUE_NAMES)
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
@@ -98,7 +89,7 @@ def celery_queue_depths(queues: tuple[str, ...] | None = None) -> dict[str, int]
         with client.pipeline(transaction=False) as pipe:
             layout = []
             for name in names:
-                keys = celery_queue_keys(name)
+                keys = broker.queue_keys(name)
                 layout.append((name, len(keys)))
                 for key in keys:
                     pipe.llen(key)
@@ -189,10 +180,12 @@ def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
         unreachable.append(f"cannot read the BullMQ queue at {mask_url(settings.BULLMQ_REDIS_URL)}: {reason}")
     try:
         depths = celery_queue_depths()
+        register = inflight.figures()
     except (OSError, redis.RedisError) as exc:
         depths = dict.fromkeys(settings.CELERY_QUEUE_NAMES, 0)
-        broker = mask_url(settings.CELERY_BROKER_URL)
-        unreachable.append(f"cannot read the Celery broker at {broker}: {describe_error(exc)}")
+        register = inflight.RegisterFigures(batches=0, oldest_age_s=None)
+        broker_url = mask_url(settings.CELERY_BROKER_URL)
+        unreachable.append(f"cannot read the Celery broker at {broker_url}: {describe_error(exc)}")
     status = BridgeStatus(
         bullmq_queue=settings.BULLMQ_QUEUE,
         bullmq=bullmq_counts,
@@ -203,6 +196,8 @@ def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
         oldest_parked=_oldest_parked(now),
         open_conflicts=InboundEvent.objects.filter(conflict=ConflictState.OPEN).count(),
         applied_with_warnings=inbox_applied_with_warnings().count(),
+        inflight_batches=register.batches,
+        inflight_oldest_age_s=register.oldest_age_s,
     )
     status.problems = unreachable + threshold_problems(status)
     return status

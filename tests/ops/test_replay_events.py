@@ -12,7 +12,8 @@ from django.utils import timezone
 from crm.models import Profile
 from messaging_events.models import InboundEvent
 from messaging_events.services.inbox import job_from_row
-from messaging_events.services.status import celery_queue_depths, celery_queue_keys
+from messaging_events.broker import queue_keys
+from messaging_events.services.status import celery_queue_depths
 from messaging_events.tasks import apply_event_batch
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +42,7 @@ def _row(key: str, status: str, *, name: str = "contact.deleted", tenant: str = 
 def _drain(broker_redis, queue: str = "normal") -> list[tuple[list, dict]]:
     """Take the Celery messages off a queue (every priority list) and decode their arguments."""
     messages = []
-    for key in celery_queue_keys(queue):
+    for key in queue_keys(queue):
         while (raw := broker_redis.rpop(key)) is not None:
             envelope = json.loads(raw)
             assert envelope["headers"]["task"] == "messaging_events.apply_event_batch"
