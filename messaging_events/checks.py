@@ -20,3 +20,19 @@ def retry_backoff_below_visibility_timeout(**kwargs: object) -> list[CheckMessag
             id="messaging_events.E001",
         )
     ]
+
+
+@register()
+def inflight_grace_above_publish_retry(**kwargs: object) -> list[CheckMessage]:
+    """The bridge tracks a batch again at every publish attempt. A grace period shorter than the longest
+    wait between attempts lets the reconciler publish a batch the bridge is still retrying: it would run twice."""
+    grace, retry_max = settings.INFLIGHT_GRACE_S, settings.BRIDGE_PUBLISH_RETRY_MAX_S
+    if grace > retry_max:
+        return []
+    return [
+        Error(
+            f"INFLIGHT_GRACE_S ({grace} s) must be above BRIDGE_PUBLISH_RETRY_MAX_S ({retry_max} s)",
+            hint="Raise INFLIGHT_GRACE_S (docs/reliability.md, the in-flight register).",
+            id="messaging_events.E002",
+        )
+    ]

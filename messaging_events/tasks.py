@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from messaging_events.contract.jobs import BridgedJob
-from messaging_events.services import batch_apply, inbox, parking
+from messaging_events.services import batch_apply, inbox, inflight, parking
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +34,33 @@ def _schedule_unpark(contact_ids: list[str]) -> None:
 
 @shared_task(bind=True, name="messaging_events.apply_event_batch", max_retries=None)
 def apply_event_batch(self, jobs: list[BridgedJob], replay: bool = False) -> dict[str, int]:
-    """Apply a batch of bridged BullMQ jobs: message events set-based in one transaction, the rest per event."""
+    """Apply a batch of bridged BullMQ jobs: message events set-based in one transaction, the rest per event.
+    Only a return means every event reached a recorded state; then the batch leaves the in-flight register."""
+    statuses = _apply_or_retry(self, jobs, replay)
+    inflight.forget(self.request.id)
+    return statuses
+
+
+def _apply_or_retry(task, jobs: list[BridgedJob], replay: bool) -> dict[str, int]:
     result = batch_apply.apply_batch(jobs, replay=replay)
     if result.linked_contact_ids:
         _schedule_unpark(sorted(result.linked_contact_ids))
     if result.transient:
         failed_jobs = [job for job, _ in result.transient]
-        if self.request.retries < settings.EVENT_TASK_MAX_RETRIES:
-            countdown = _retry_countdown(self.request.retries)
+        if task.request.retries < settings.EVENT_TASK_MAX_RETRIES:
+            countdown = _retry_countdown(task.request.retries)
             logger.warning("batch_retry events=%d countdown=%ds", len(failed_jobs), countdown)
-            queue = (self.request.delivery_info or {}).get("routing_key") or "normal"
-            raise self.retry(args=[failed_jobs], kwargs={"replay": replay}, countdown=countdown, queue=queue)
+            queue = (task.request.delivery_info or {}).get("routing_key") or "normal"
+            raise task.retry(args=[failed_jobs], kwargs={"replay": replay}, countdown=countdown, queue=queue)
         try:
             for job, error in result.transient:
-                inbox.record_failure(job, f"gave up after {self.request.retries} retries: {error}")
+                inbox.record_failure(job, f"gave up after {task.request.retries} retries: {error}")
         except inbox.TRANSIENT_ERRORS:
             # The database is still unreachable, so not even the failure can be recorded. Keep the
             # events in the broker and try again at the longest backoff: acknowledging now would lose them.
             logger.error("batch_unrecordable events=%d; retrying until the database answers", len(failed_jobs))
-            queue = (self.request.delivery_info or {}).get("routing_key") or "normal"
-            raise self.retry(
+            queue = (task.request.delivery_info or {}).get("routing_key") or "normal"
+            raise task.retry(
                 args=[failed_jobs],
                 kwargs={"replay": replay},
                 countdown=settings.EVENT_TASK_RETRY_BACKOFF_MAX_S,
@@ -62,6 +69,27 @@ def apply_event_batch(self, jobs: list[BridgedJob], replay: bool = False) -> dic
             ) from None
         result.statuses["failed"] = result.statuses.get("failed", 0) + len(result.transient)
     return result.statuses
+
+
+def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int = 0) -> None:
+    """The one way the bridge's batches enter Celery: recorded in the in-flight register first, so a
+    message the broker loses is found and published again (`reconcile_inflight_batches`)."""
+    inflight.track(task_id, queue, jobs, republished=republished)
+    # No kombu-level retry: the bridge's batcher owns retry and backoff, and keeps the jobs meanwhile.
+    apply_event_batch.apply_async(args=[jobs], queue=queue, routing_key=queue, task_id=task_id, retry=False)
+
+
+@shared_task(name="messaging_events.reconcile_inflight_batches")
+def reconcile_inflight_batches() -> dict[str, int]:
+    """Publish again the batches the broker lost (see `services.inflight`)."""
+    report = inflight.reconcile(publish_batch)
+    return {
+        "candidates": report.candidates,
+        "queued": report.queued,
+        "unacked": report.unacked,
+        "suspects": report.suspects,
+        "republished": len(report.republished),
+    }
 
 
 @shared_task(name="messaging_events.unpark_contact_events")

@@ -138,6 +138,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("PARKED_SWEEP_INTERVAL_S", default=60.0),
         "options": {"queue": "normal"},
     },
+    "reconcile-inflight-batches": {
+        "task": "messaging_events.reconcile_inflight_batches",
+        "schedule": env.float("INFLIGHT_RECONCILE_INTERVAL_S", default=30.0),
+        "options": {"queue": "high"},
+    },
     "refresh-pending-engagement-scores": {
         "task": "crm.refresh_pending_engagement_scores",
         "schedule": env.float("ENGAGEMENT_SWEEP_INTERVAL_S", default=30.0),
@@ -166,6 +171,12 @@ BRIDGE_STATS_INTERVAL_S = env.float("BRIDGE_STATS_INTERVAL_S", default=10.0)
 BRIDGE_CONNECTION_CHECK_S = env.float("BRIDGE_CONNECTION_CHECK_S", default=5.0)
 # Prometheus `/metrics` of the bridge; 0 turns it off. The workers' port is WORKER_METRICS_PORT (config/celery_app.py).
 BRIDGE_METRICS_PORT = env.int("BRIDGE_METRICS_PORT", default=0)
+
+# --- In-flight register (messaging_events/services/inflight.py, docs/reliability.md) ---
+# A batch is looked for only once it has been tracked this long. The bridge tracks a batch again at
+# every publish attempt, so this must exceed BRIDGE_PUBLISH_RETRY_MAX_S (system check messaging_events.E002).
+INFLIGHT_GRACE_S = env.float("INFLIGHT_GRACE_S", default=60.0)
+INFLIGHT_MAX_REPUBLISH = env.int("INFLIGHT_MAX_REPUBLISH", default=3)
 
 # --- Event processing -----------------------------------------------------
 EVENT_TASK_MAX_RETRIES = env.int("EVENT_TASK_MAX_RETRIES", default=5)

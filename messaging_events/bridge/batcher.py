@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ from messaging_events.contract.jobs import BridgedJob
 
 logger = logging.getLogger(__name__)
 
-Publish = Callable[[str, list[BridgedJob]], Awaitable[None]]
+# (queue, jobs, batch id): the id is the batch's Celery task id, the same on every attempt to publish it.
+Publish = Callable[[str, list[BridgedJob], str], Awaitable[None]]
 
 
 @dataclass
@@ -98,10 +100,11 @@ class Batcher:
     async def _publish_until_done(self, batch: list[_Pending]) -> None:
         delay = self.retry_initial_s
         jobs = [entry.job for entry in batch]
+        batch_id = str(uuid.uuid4())
         while True:
             started = time.perf_counter()
             try:
-                await self._publish(self.queue, jobs)
+                await self._publish(self.queue, jobs, batch_id)
                 break
             except Exception as exc:
                 self.publish_failures += 1

@@ -13,15 +13,14 @@ class CeleryPublisher:
         # One thread owns the kombu producer pool: connections are not shared across threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-publish")
 
-    def _publish_sync(self, queue: str, jobs: list[BridgedJob]) -> None:
-        from messaging_events.tasks import apply_event_batch
+    def _publish_sync(self, queue: str, jobs: list[BridgedJob], batch_id: str) -> None:
+        from messaging_events.tasks import publish_batch
 
-        # No kombu-level retry: the batcher owns retry and backoff, and keeps the jobs meanwhile.
-        apply_event_batch.apply_async(args=[jobs], queue=queue, routing_key=queue, retry=False)
+        publish_batch(jobs, queue=queue, task_id=batch_id)
 
-    async def publish(self, queue: str, jobs: list[BridgedJob]) -> None:
+    async def publish(self, queue: str, jobs: list[BridgedJob], batch_id: str) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._publish_sync, queue, jobs)
+        await loop.run_in_executor(self._executor, self._publish_sync, queue, jobs, batch_id)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -1,6 +1,7 @@
 """bridge_status figures match a state set up by hand, and thresholds give exit status 1."""
 
 import json
+import re
 import time
 from datetime import timedelta
 from io import StringIO
@@ -9,9 +10,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from messaging_events.broker import queue_keys
 from messaging_events.models import InboundEvent
-from messaging_events.services.status import celery_queue_keys
-from messaging_events.tasks import apply_event_batch
+from messaging_events.tasks import apply_event_batch, publish_batch
 from tests.ops.conftest import bullmq_queue, run
 
 pytestmark = pytest.mark.django_db
@@ -63,8 +64,8 @@ def known_state(broker_redis, bullmq_redis) -> dict:
     _publish_jobs(7, age_s=120)
     # Celery: 2 messages on high, 3 on normal of which one with a priority (kombu keeps it in
     # `normal\x06\x163`), none on low.
-    for _ in range(2):
-        apply_event_batch.apply_async(args=[[]], queue="high")
+    for n in range(2):  # as the bridge publishes: tracked in the in-flight register
+        publish_batch([], queue="high", task_id=f"known-{n}")
     for priority in (None, None, 5):
         apply_event_batch.apply_async(args=[[]], queue="normal", priority=priority)
     # Inbox: recent rows and rows older than an hour.
@@ -82,7 +83,7 @@ def test_priority_keys_are_counted(broker_redis) -> None:
     apply_event_batch.apply_async(args=[[]], queue="normal", priority=5)
     assert broker_redis.llen("normal") == 0
     assert broker_redis.llen("normal\x06\x163") == 1
-    assert "normal\x06\x163" in celery_queue_keys("normal")
+    assert "normal\x06\x163" in queue_keys("normal")
 
 
 def test_figures_match_known_state(known_state, settings) -> None:
@@ -92,6 +93,8 @@ def test_figures_match_known_state(known_state, settings) -> None:
     assert status["bullmq"] == {"waiting": 7, "active": 0, "delayed": 0, "failed": 0, "completed": 0}
     assert 115 <= status["oldest_waiting_age_s"] <= 180
     assert status["celery_queues"] == {"high": 2, "normal": 3, "low": 0}
+    assert status["inflight_batches"] == 2
+    assert 0 <= status["inflight_oldest_age_s"] < 60
     assert status["inbox_total"] == {
         "received": 0,
         "applied": 3,
@@ -152,3 +155,4 @@ def test_table_output(known_state, settings) -> None:
     assert "BullMQ crm-events" in text
     assert "UNHEALTHY" in text
     assert "normal" in text
+    assert re.search(r"in flight \(unfinished\)\s+2 batches, oldest \d+\.\ds", text), text

@@ -84,7 +84,7 @@ def test_a_handler_bug_is_reported_with_type_and_key_and_no_personal_data(
 def test_a_failed_publish_is_reported_once_per_outage_with_its_queue(sentry: CapturingTransport) -> None:
     failures = iter([True, True, True, False])
 
-    async def publish(queue: str, jobs: list[Any]) -> None:
+    async def publish(queue: str, jobs: list[Any], batch_id: str) -> None:
         if next(failures):
             raise ConnectionError(f"broker unreachable while sending {EMAIL}")
 

@@ -16,6 +16,8 @@ def _table(status: BridgeStatus) -> str:
     lines.append(f"  {'oldest waiting age':<24}{age:>10}")
     lines.append("Celery queues")
     lines += [f"  {name:<24}{depth:>10}" for name, depth in status.celery_queues.items()]
+    oldest = "-" if status.inflight_oldest_age_s is None else f"{status.inflight_oldest_age_s:.1f}s"
+    lines.append(f"  {'in flight (unfinished)':<24}{status.inflight_batches:>10} batches, oldest {oldest}")
     lines.append(f"Inbox {'status':<18}{'last hour':>10}{'total':>10}")
     for name, total in status.inbox_total.items():
         lines.append(f"  {name:<24}{status.inbox_last_hour.get(name, 0):>10}{total:>10}")

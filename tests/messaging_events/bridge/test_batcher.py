@@ -21,11 +21,13 @@ class FakeBroker:
     def __init__(self, failures: int = 0) -> None:
         self.batches: list[tuple[str, list[Any]]] = []
         self.calls: list[float] = []
+        self.batch_ids: list[str] = []  # one per attempt, failed ones included
         self.failures = failures
         self.gate: asyncio.Event | None = None
 
-    async def publish(self, queue: str, jobs: list[Any]) -> None:
+    async def publish(self, queue: str, jobs: list[Any], batch_id: str) -> None:
         self.calls.append(time.monotonic())
+        self.batch_ids.append(batch_id)
         if self.gate is not None:
             await self.gate.wait()
         if self.failures > 0:
@@ -85,6 +87,7 @@ def test_more_than_a_batch_is_split_at_max_size() -> None:
     broker = run(go())
     assert [len(jobs) for _, jobs in broker.batches] == [3, 3, 1]
     assert [j["id"] for _, jobs in broker.batches for j in jobs] == list(range(7))
+    assert len(set(broker.batch_ids)) == 3  # each batch its own task id
 
 
 def test_batch_size_one_publishes_each_job_alone() -> None:
@@ -135,6 +138,8 @@ def test_failed_publish_keeps_the_jobs_and_retries_with_capped_backoff(caplog: p
     assert max(gaps) < 0.3
     assert sum(gaps) >= 0.25
     assert broker.batches == [("high", [{"id": 0}, {"id": 1}, {"id": 2}])]
+    # Every attempt publishes under the same task id, the one the in-flight register tracks.
+    assert len(set(broker.batch_ids)) == 1
     assert batcher.publish_failures == 6
     assert batcher.published_jobs == 3
     assert batcher.published_batches == 1

@@ -1,0 +1,223 @@
+"""The in-flight register: every batch the bridge hands to Celery, until a worker has finished it.
+
+Why it exists: kombu's Redis transport takes a message off its queue (BRPOP) and only then, in a
+second command, copies it into the `unacked` hash that protects it. A worker main process killed
+between the two (an OOM kill, `kill -9`), or killed while the BRPOP reply still sits unread in its
+socket, takes the message with it: it is in no queue and in no hash, and BullMQ has already
+completed its jobs. The fault suite lost one such batch of two events (celery/kombu#1836, #305).
+
+So the bridge records each batch here (`track`) before publishing it, keyed by its Celery task id,
+and the task forgets it when the batch is done (`forget`). `reconcile` (beat, every
+INFLIGHT_RECONCILE_INTERVAL_S) looks at the records older than INFLIGHT_GRACE_S and republishes
+those whose message is in no queue and in no worker's `unacked` hash on two passes in a row. A
+republished batch can at worst run twice, which the inbox makes harmless; a lost one never runs.
+
+Finding a message without reading a whole backlog: kombu queues are FIFO (LPUSH, BRPOP), so a batch
+tracked after the oldest message still queued may be anywhere in the queue and is left alone; only a
+batch tracked before it (consumed, lost, or put back by a requeue) is searched for, page by page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis
+from django.conf import settings
+
+from messaging_events import broker
+from messaging_events.contract.jobs import BridgedJob
+from messaging_events.services import inbox
+
+logger = logging.getLogger(__name__)
+
+REGISTER_KEY = "crm:inflight"  # sorted set: task id -> when the batch was (re)published
+BATCHES_KEY = "crm:inflight:batches"  # hash: task id -> {"queue", "jobs", "republished"}
+QUEUES_KEY = "crm:inflight:queues"  # hash: task id -> queue, read on every pass without the batches
+SUSPECTS_KEY = "crm:inflight:suspects"  # hash: task id -> when a pass first found its message nowhere
+CANDIDATES_PER_PASS = 500
+SCAN_PAGE = 500
+# How many messages at the consumer end of a queue are read to find one the register knows.
+HEAD_PROBE = 50
+
+
+class Republish(Protocol):
+    """Tracks the batch again (`track`) and publishes it under the same task id."""
+
+    def __call__(self, jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int) -> None: ...
+
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    return _client
+
+
+def track(task_id: str, queue: str, jobs: list[BridgedJob], *, republished: int = 0) -> None:
+    """Record a batch about to be published. Raises when the broker's Redis does not answer, so
+    the caller publishes nothing it has not recorded."""
+    body = json.dumps({"queue": queue, "jobs": jobs, "republished": republished}, separators=(",", ":"))
+    with _redis().pipeline(transaction=True) as pipe:
+        pipe.zadd(REGISTER_KEY, {task_id: time.time()}).hset(BATCHES_KEY, task_id, body)
+        pipe.hset(QUEUES_KEY, task_id, queue).execute()
+
+
+def forget(task_id: str | None) -> None:
+    """The batch is done: every event in it reached a recorded state. A record left behind by a
+    failure here is republished later, and the second run changes nothing."""
+    if not task_id:
+        return
+    try:
+        with _redis().pipeline(transaction=True) as pipe:
+            pipe.zrem(REGISTER_KEY, task_id).hdel(BATCHES_KEY, task_id).hdel(QUEUES_KEY, task_id)
+            pipe.hdel(SUSPECTS_KEY, task_id).execute()
+    except redis.RedisError as exc:
+        logger.warning("inflight_forget_failed task=%s error=%s", task_id, type(exc).__name__)
+
+
+@dataclass
+class RegisterFigures:
+    batches: int
+    oldest_age_s: float | None
+
+
+def figures(*, now: float | None = None) -> RegisterFigures:
+    client = _redis()
+    oldest = client.zrange(REGISTER_KEY, 0, 0, withscores=True)
+    age = None if not oldest else round(max(0.0, (now or time.time()) - oldest[0][1]), 1)
+    return RegisterFigures(batches=int(client.zcard(REGISTER_KEY)), oldest_age_s=age)
+
+
+@dataclass
+class ReconcileReport:
+    candidates: int = 0  # tracked for longer than the grace period
+    queued: int = 0  # still waiting in their queue (or possibly: tracked after its oldest message)
+    searched: int = 0  # tracked before the oldest queued message, so looked for page by page
+    unacked: int = 0  # held by a worker, or stranded by a dead one until the visibility timeout
+    suspects: int = 0  # found nowhere for the first time: looked for again at the next pass
+    republished: list[str] = field(default_factory=list)
+
+
+def reconcile(republish: Republish, *, now: float | None = None) -> ReconcileReport:
+    """One pass; see the module docstring. `republish` publishes a batch again under its task id."""
+    now = now or time.time()
+    client = _redis()
+    report = ReconcileReport()
+    rows = client.zrangebyscore(
+        REGISTER_KEY, "-inf", now - settings.INFLIGHT_GRACE_S, start=0, num=CANDIDATES_PER_PASS, withscores=True
+    )
+    candidates = {_text(task_id): score for task_id, score in rows}
+    report.candidates = len(candidates)
+    previous_suspects = {_text(k): float(v) for k, v in client.hgetall(SUSPECTS_KEY).items()}
+    if not candidates:
+        if previous_suspects:
+            client.delete(SUSPECTS_KEY)
+        return report
+
+    queue_of = _queues_of(client, list(candidates))
+    floors = {queue: _oldest_queued_score(client, queue) for queue in set(queue_of.values())}
+    searched = {}
+    for task_id, score in candidates.items():
+        queue = queue_of.get(task_id)
+        if queue is None:  # forgotten since the first read
+            continue
+        if score >= floors[queue]:
+            report.queued += 1
+        else:
+            searched[task_id] = queue
+    # The queues first, then `unacked`: a message a worker takes meanwhile moves from one to the other
+    # in that same direction, so it is seen at least once unless it falls in kombu's gap.
+    report.searched = len(searched)
+    in_queues = _find_in_queues(client, searched)
+    report.queued += len(in_queues)
+    held = _unacked_task_ids(client)
+    missing = [task_id for task_id in searched if task_id not in in_queues and task_id not in held]
+    report.unacked = len(searched) - len(in_queues) - len(missing)
+
+    missing_now = set(missing)
+    resolved = [task_id for task_id in previous_suspects if task_id not in missing_now]
+    if resolved:
+        client.hdel(SUSPECTS_KEY, *resolved)
+    for task_id in missing:
+        if task_id not in previous_suspects:
+            client.hset(SUSPECTS_KEY, task_id, now)
+            report.suspects += 1
+        elif _republish(client, task_id, republish):
+            report.republished.append(task_id)
+    return report
+
+
+def _republish(client: redis.Redis, task_id: str, republish: Republish) -> bool:
+    raw = client.hget(BATCHES_KEY, task_id)
+    client.hdel(SUSPECTS_KEY, task_id)
+    if raw is None:  # finished meanwhile
+        return False
+    body = json.loads(raw)
+    times = int(body.get("republished", 0)) + 1
+    events = len(body["jobs"])
+    if times > settings.INFLIGHT_MAX_REPUBLISH:
+        # Published this often and never finished: the batch fails in a way no redelivery fixes (a worker
+        # that dies on it is requeued by kombu instead, and never reaches this point). Its events that
+        # have no final state end `failed`, replayable, with the reason.
+        for job in body["jobs"]:
+            inbox.record_failure(job, f"lost by the broker and published again {times - 1} times without finishing")
+        forget(task_id)
+        logger.error("inflight_abandoned task=%s queue=%s events=%d", task_id, body["queue"], events)
+        return False
+    republish(body["jobs"], queue=body["queue"], task_id=task_id, republished=times)
+    logger.error(
+        "inflight_republished task=%s queue=%s events=%d times=%d: the batch was in no queue and held by no worker",
+        task_id,
+        body["queue"],
+        events,
+        times,
+    )
+    return True
+
+
+def _queues_of(client: redis.Redis, task_ids: list[str]) -> dict[str, str]:
+    queues = client.hmget(QUEUES_KEY, task_ids)
+    return {task_id: _text(queue) for task_id, queue in zip(task_ids, queues, strict=True) if queue}
+
+
+def _oldest_queued_score(client: redis.Redis, queue: str) -> float:
+    """The register's time of the oldest tracked message still in `queue` (+inf when none is):
+    anything tracked at or after it may still be behind it."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in broker.queue_keys(queue):
+            pipe.lrange(key, -HEAD_PROBE, -1)
+        heads = [task_id for page in pipe.execute() for task_id in broker.queued_task_ids(page)]
+    scores = [score for score in client.zmscore(REGISTER_KEY, heads) if score is not None] if heads else []
+    return min(scores, default=float("inf"))
+
+
+def _find_in_queues(client: redis.Redis, wanted: dict[str, str]) -> set[str]:
+    """Which of `wanted` (task id -> queue) sit in their queue. Pages from the publishing end with
+    positive indexes: a publish shifts what is left to read further on, never past the reader."""
+    found: set[str] = set()
+    for queue in sorted(set(wanted.values())):
+        ids = {task_id for task_id, q in wanted.items() if q == queue}
+        for key in broker.queue_keys(queue):
+            start = 0
+            while ids - found:
+                page = client.lrange(key, start, start + SCAN_PAGE - 1)
+                if not page:
+                    break
+                found |= ids & set(broker.queued_task_ids(page))
+                start += SCAN_PAGE
+    return found
+
+
+def _unacked_task_ids(client: redis.Redis) -> set[str]:
+    return set(broker.unacked_task_ids(client.hvals(broker.unacked_key())))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
