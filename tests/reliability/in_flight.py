@@ -45,17 +45,23 @@ def unacked_batches() -> dict[str, UnackedMessage]:
     batches = {}
     for tag, value in raw.items():
         message, _exchange, _routing_key = json.loads(value)
-        headers = message.get("headers", {})
-        if headers.get("task") != BATCH_TASK:
-            continue  # unpark and sweep tasks carry no events of the stream
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, kwargs, _embed = json.loads(body)
-        jobs = args[0] if args else kwargs["jobs"]
-        keys = tuple(parse_job(job).idempotency_key for job in jobs)
-        batches[headers["id"]] = UnackedMessage(tag.decode(), headers["id"], keys)
+        batch = batch_message(message, tag.decode())
+        if batch is not None:  # unpark and sweep tasks carry no events of the stream
+            batches[batch.task_id] = batch
     return batches
+
+
+def batch_message(message: dict, tag: str = "") -> UnackedMessage | None:
+    """The task id and event keys of a Celery message carrying an event batch (None for other tasks)."""
+    headers = message.get("headers", {})
+    if headers.get("task") != BATCH_TASK:
+        return None
+    body = message["body"]
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args, kwargs, _embed = json.loads(body)
+    jobs = args[0] if args else kwargs["jobs"]
+    return UnackedMessage(tag, headers["id"], tuple(parse_job(job).idempotency_key for job in jobs))
 
 
 def event_keys(batches: dict[str, UnackedMessage]) -> set[str]:

@@ -68,8 +68,9 @@ def known_stream(prefix: str, contacts: int) -> Stream:
 
 
 # Beat with short intervals: its sweep re-applies parked events whose contact became known, the
-# safety net behind the unpark the workers schedule themselves when an event links a contact.
-BEAT_ENV = {"PARKED_SWEEP_INTERVAL_S": "5", "ENGAGEMENT_SWEEP_INTERVAL_S": "10"}
+# safety net behind the unpark the workers schedule themselves when an event links a contact; its
+# reconciliation publishes again a batch the broker lost (messaging_events/services/inflight.py).
+BEAT_ENV = {"PARKED_SWEEP_INTERVAL_S": "5", "ENGAGEMENT_SWEEP_INTERVAL_S": "10", "INFLIGHT_RECONCILE_INTERVAL_S": "3"}
 
 
 def settle(timeout: float = 180.0) -> None:
@@ -77,10 +78,11 @@ def settle(timeout: float = 180.0) -> None:
     unpark by themselves and the test's beat process (`BEAT_ENV`) sweeps, as in production."""
     deadline = time.monotonic() + timeout
     while True:
-        wait_for_quiescence(timeout=max(1.0, deadline - time.monotonic()), stable_s=1.5)
+        # At least 5 s, so that past the deadline a quiet pipeline still gets to say what is parked.
+        wait_for_quiescence(timeout=max(5.0, deadline - time.monotonic()), stable_s=1.5)
         parked = list(InboundEvent.objects.filter(status="parked").values_list("idempotency_key", flat=True)[:5])
         if not parked:
-            wait_for_quiescence(timeout=max(1.0, deadline - time.monotonic()), stable_s=1.0)
+            wait_for_quiescence(timeout=max(5.0, deadline - time.monotonic()), stable_s=1.0)
             return
         if time.monotonic() >= deadline:
             raise AssertionError(f"events still parked after {timeout}s (is beat running?): {parked}")
