@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from crm.models import Profile, Tenant
 from crm.services import contacts, messages
+from crm.services.locks import contact_identities_wait
 from crm.services.selectors import contact_link_for_event
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.contract.jobs import Event
@@ -112,6 +113,9 @@ def _message_event(apply: Callable[[Event, int, Profile], None]) -> Handler:
 
     def handler(event: Event, inbox_id: int) -> Outcome:
         link = contact_link_for_event(contact_id=event.contact_id, tenant_external_id=event.tenant_ref)
+        if link is None:
+            contact_identities_wait([event.contact_id])
+            link = contact_link_for_event(contact_id=event.contact_id, tenant_external_id=event.tenant_ref)
         if link is None:
             tenant_id = tenant_get_or_create(event.tenant_ref).pk if event.tenant_ref else None
             return Outcome.parked(tenant_id, f"contact {event.contact_id} is not known yet")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from crm.errors import TenantMismatch
 from crm.models import ContactLink, Profile, Tenant
-from crm.services.locks import advisory_locks_acquire
+from crm.services.locks import advisory_locks_acquire, contact_lock_name
 
 
 def contact_link_get(*, contact_id: str) -> ContactLink | None:
@@ -37,7 +37,7 @@ def contact_link_check_tenant(*, link: ContactLink, tenant_external_id: str) -> 
 def identity_lock(*, tenant: Tenant, contact_id: str, email: str, phone: str) -> None:
     """Serialise identity resolution for this contactId, email and phone (across workers)."""
     advisory_locks_acquire(
-        f"contact:{contact_id}",
+        contact_lock_name(contact_id),
         f"email:{tenant.pk}:{email}" if email else "",
         f"phone:{tenant.pk}:{phone}" if phone else "",
     )

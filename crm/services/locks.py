@@ -28,6 +28,19 @@ def advisory_locks_acquire(*names: str, shared: Iterable[str] = ()) -> None:
         cursor.execute(sql, keys)
 
 
+def contact_lock_name(contact_id: str) -> str:
+    """The advisory lock `identity.identity_lock` holds exclusively while it links this contact id."""
+    return f"contact:{contact_id}"
+
+
+def contact_identities_wait(contact_ids: Iterable[str]) -> None:
+    """Before parking events of contacts that have no link: wait for any identity resolution of these
+    contacts in flight to commit, and keep it waiting until this transaction ends (a shared lock on
+    `contact_lock_name`). Otherwise an event could be parked just after the `contact.created` that
+    links its contact looked for parked events to re-apply, and wait for the periodic sweep."""
+    advisory_locks_acquire(shared=[contact_lock_name(contact_id) for contact_id in contact_ids])
+
+
 def profile_lock(profile_id: int) -> None:
     """Lock one profile row for the rest of the transaction.
 

@@ -9,7 +9,8 @@ events) are applied together in a fixed number of statements, whatever the batch
    order; the returned rows are mapped back by identity, never by position. As in the per-event claim,
    a row already applied, ignored or rejected is a duplicate: only its delivery count changes, and a
    delivery whose content differs from its row's opens a conflict and is never applied;
-3. fetch the contact links of the rest in one query; an unknown contact parks its event, a stated
+3. fetch the contact links of the rest in one query; an unknown contact parks its event (once any
+   identity resolution in flight for it has committed: `locks.contact_identities_wait`), a stated
    tenant other than the link's rejects it (as `messaging_events.handlers` does);
 4. record the applied ones with `crm.services.message_batches` (score-refresh rows, profile locks,
    activities, interactions, attributions, profile timestamps);
@@ -36,6 +37,7 @@ from django.db import connection, transaction
 from crm.errors import ApplicationError
 from crm.models import ContactLink, InteractionType, Tenant
 from crm.services.identity import contact_link_check_tenant
+from crm.services.locks import contact_identities_wait
 from crm.services.message_batches import LinkRow, MessageRecord, contact_links_fetch, message_records_apply
 from crm.services.recordsets import recordset_json
 from crm.services.tenants import tenant_get_or_create
@@ -256,6 +258,10 @@ def _apply_claims(claims: list[_Claim]) -> None:
     # New, parked or failed rows are (re)applied; a conflicting delivery never is (as in `inbox.process_job`).
     todo = [c for c in claims if not c.other_content and c.status not in FINAL_STATUSES]
     links = contact_links_fetch(contact_ids=(c.event.contact_id for c in todo))
+    unknown = {c.event.contact_id for c in todo} - links.keys()
+    if unknown:  # about to park: first let a contact.created linking one of them commit
+        contact_identities_wait(unknown)
+        links |= contact_links_fetch(contact_ids=unknown)
     records = []
     for claim in todo:
         link = links.get(claim.event.contact_id)

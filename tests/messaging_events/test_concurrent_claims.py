@@ -225,3 +225,98 @@ def test_a_send_and_a_delivery_of_one_message_applied_at_once_both_get_the_campa
     }
     assert seen == ["second waited for the first"]
     assert batch_apply.fallback_batches() == fallbacks, "no deadlock, no fallback"
+
+
+def _hold_after(
+    real: Callable[..., object],
+    holder: list[threading.Thread],
+    wrote: threading.Event,
+    other_done: threading.Event,
+    seen: list[str],
+) -> Callable[..., object]:
+    """`real`, which in the holder's thread keeps its transaction open afterwards until the other
+    thread waits for a lock (or ends)."""
+
+    def hook(*args: object, **kwargs: object) -> object:
+        result = real(*args, **kwargs)
+        if threading.current_thread() in holder:
+            wrote.set()
+            deadline = time.monotonic() + 30
+            while not other_done.is_set() and time.monotonic() < deadline:
+                if _lock_waiters():
+                    seen.append("the other waited")
+                    return result
+                time.sleep(0.01)
+            seen.append("the other ended while this one was open")
+        return result
+
+    return hook
+
+
+def _race(
+    first: Callable[[], str],
+    second: Callable[[], str],
+    wrote: threading.Event,
+    second_done: threading.Event,
+    holder: list[threading.Thread],
+) -> list[object]:
+    def run_first() -> str:
+        holder.append(threading.current_thread())
+        return first()
+
+    def run_second_once_the_first_wrote() -> str:
+        assert wrote.wait(30)
+        try:
+            return second()
+        finally:
+            second_done.set()
+
+    return _at_once(run_first, run_second_once_the_first_wrote)
+
+
+@pytest.mark.parametrize("message_path", ["per-event", "set-based"])
+def test_a_message_event_for_a_contact_being_linked_waits_for_the_link(
+    monkeypatch: pytest.MonkeyPatch, message_path: str
+) -> None:
+    """The contact.created has written the link and holds its transaction open: the message event must
+    not park (the created event already looked for parked events to re-apply); it waits and applies."""
+    created = contact_created_job(contact_id="c-link", email="link@example.com", timestamp=at(0))
+    sent = message_sent_job(contact_id="c-link", message_id="m-link", event_id="link-sent")
+    holder: list[threading.Thread] = []
+    wrote, second_done, seen = threading.Event(), threading.Event(), []
+    real = handlers.HANDLERS[EventType.CONTACT_CREATED]
+    monkeypatch.setitem(
+        handlers.HANDLERS, EventType.CONTACT_CREATED, _hold_after(real, holder, wrote, second_done, seen)
+    )
+
+    statuses = _race(lambda: process(created), lambda: _apply(sent, message_path), wrote, second_done, holder)
+
+    assert statuses == ["applied", "applied"]
+    assert seen == ["the other waited"]
+    assert InboundEvent.objects.get(idempotency_key="link-sent").status == "applied"
+
+
+@pytest.mark.parametrize("message_path", ["per-event", "set-based"])
+def test_a_contact_link_waits_for_a_message_event_parking_for_it(
+    monkeypatch: pytest.MonkeyPatch, message_path: str
+) -> None:
+    """The message event decided to park and holds its transaction open: the contact.created must wait
+    for that park to commit, so that its own look for parked events (after its commit) finds it."""
+    created = contact_created_job(contact_id="c-park", email="park@example.com", timestamp=at(0))
+    sent = message_sent_job(contact_id="c-park", message_id="m-park", event_id="park-sent")
+    holder: list[threading.Thread] = []
+    wrote, second_done, seen = threading.Event(), threading.Event(), []
+    if message_path == "per-event":
+        real = handlers.HANDLERS[EventType.MESSAGE_SENT]
+        monkeypatch.setitem(
+            handlers.HANDLERS, EventType.MESSAGE_SENT, _hold_after(real, holder, wrote, second_done, seen)
+        )
+    else:
+        real = batch_apply.message_records_apply
+        monkeypatch.setattr(batch_apply, "message_records_apply", _hold_after(real, holder, wrote, second_done, seen))
+
+    statuses = _race(lambda: _apply(sent, message_path), lambda: process(created), wrote, second_done, holder)
+
+    assert statuses == ["parked", "applied"]
+    assert seen == ["the other waited"]
+    assert ContactLink.objects.filter(messaging_contact_id="c-park").exists()
