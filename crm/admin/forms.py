@@ -1,11 +1,23 @@
 """The admin's forms: what staff may type, normalised the way events are. Saving is the admins' job,
 through the CRM services."""
 
+from collections.abc import Callable
+
 from django import forms
 
 from crm.errors import ApplicationError
 from crm.models import Channel, Profile, Segment
 from crm.normalise import email_normalise, phone_normalise
+
+
+def _normalised(value: str, normalise: Callable[[str], str], label: str) -> str:
+    """An identity field as events store it; empty stays empty, anything unreadable is a form error."""
+    if not value:
+        return ""
+    try:
+        return normalise(value)
+    except ApplicationError as exc:
+        raise forms.ValidationError(f"{label} {exc.message}.") from None
 
 
 class ProfileAdminForm(forms.ModelForm):
@@ -16,22 +28,10 @@ class ProfileAdminForm(forms.ModelForm):
         fields = ("first_name", "last_name", "email", "phone", "email_verified", "phone_verified")
 
     def clean_email(self) -> str:
-        value = self.cleaned_data.get("email", "")
-        if not value:
-            return ""
-        try:
-            return email_normalise(value)
-        except ApplicationError as exc:
-            raise forms.ValidationError(f"Email {exc.message}.") from None
+        return _normalised(self.cleaned_data.get("email", ""), email_normalise, "Email")
 
     def clean_phone(self) -> str:
-        value = self.cleaned_data.get("phone", "")
-        if not value:
-            return ""
-        try:
-            return phone_normalise(value)
-        except ApplicationError as exc:
-            raise forms.ValidationError(f"Phone {exc.message}.") from None
+        return _normalised(self.cleaned_data.get("phone", ""), phone_normalise, "Phone")
 
 
 class StaffConsentForm(forms.Form):
