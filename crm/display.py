@@ -1,8 +1,10 @@
-"""How the admin shows values: humanised times, JSON as key-value lists, long text cut with the rest on hover.
+"""How the admin shows values: humanised times, JSON as key-value lists or pretty-printed, long text cut with the
+rest on hover.
 
 Everything goes through format_html, so event text is always escaped.
 """
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +27,16 @@ def when(value: datetime | None) -> str:
     return format_html(
         '<time datetime="{}" title="{}" style="white-space: nowrap">{}</time>', value.isoformat(), exact, words
     )
+
+
+def pre_block(text: str) -> str:
+    """Preformatted text that still wraps (an error with its traceback)."""
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+def json_block(value: Any) -> str:
+    """A JSON value pretty-printed, keys sorted, non-ASCII kept as written."""
+    return pre_block(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
 
 
 def cut(text: str, *, chars: int, one_line: bool = False) -> str:

@@ -13,9 +13,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from crm.admin import TENANT_FILTER, ScopedModelAdmin, WideListMixin, json_block, when_column
+from crm.admin.base import TENANT_FILTER, ScopedModelAdmin, WideListMixin
+from crm.admin.html import when_column
 from crm.admin_scoping import ImmutableAdminMixin
-from crm.display import cut
+from crm.display import cut, json_block, pre_block
 from messaging_events.contract.routing import EventType, Priority
 from messaging_events.models import REPLAYABLE_STATUSES, ConflictState, InboundEvent
 from messaging_events.services.conflicts import Resolution, conflict_resolve
@@ -156,7 +157,7 @@ class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
     def error_text(self, obj: InboundEvent) -> str:
         if not obj.error:
             return "-"
-        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', obj.error)
+        return pre_block(obj.error)
 
     @admin.display(description="raw data")
     def raw_data_pretty(self, obj: InboundEvent) -> str:
