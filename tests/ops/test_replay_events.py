@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from crm.models import Profile
+from messaging_events.broker import queue_keys
 from messaging_events.models import InboundEvent
 from messaging_events.services.inbox import job_from_row
-from messaging_events.broker import queue_keys
 from messaging_events.services.status import celery_queue_depths
 from messaging_events.tasks import apply_event_batch
 
