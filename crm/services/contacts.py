@@ -34,8 +34,8 @@ from django.db import transaction
 
 from crm.models import ConsentSource, Profile
 from crm.normalise import email_normalise, phone_normalise
-from crm.services.consent import consent_follow_addresses, consent_statement_record
-from crm.services.contact_points import address_kind, contact_addresses_record
+from crm.services.consent import consent_follow_addresses, consent_statements_record
+from crm.services.contact_points import address_kind, contact_addresses_record, profile_addresses
 from crm.services.identity import contact_resolve_or_create
 from crm.services.locks import profile_lock_get
 from crm.services.merge import profile_merge
@@ -69,23 +69,21 @@ def _consent_apply(
     source_key: str,
     source_event_id: int | None,
 ) -> bool:
-    recorded = False
-    for channel in sorted(opt_ins):
-        kind = address_kind(channel)
-        result = consent_statement_record(
-            profile=profile,
-            channel=channel,
-            opted_in=opt_ins[channel],
-            occurred_at=occurred_at,
-            source=ConsentSource.MESSAGING_EVENT,
-            source_key=source_key,
-            source_event_id=source_event_id,
-            lawful_basis=MESSAGING_LAWFUL_BASIS,
-            address=addresses[kind] if kind else None,
-            contact_id=contact_id,
-        )
-        recorded = recorded or result.recorded
-    return recorded
+    """The event's opt-in flags, in one pass over the channels. The caller holds the profile lock and a
+    fresh profile, so its addresses are not read again."""
+    results = consent_statements_record(
+        profile=profile,
+        opt_ins=opt_ins,
+        addresses={channel: addresses[kind] if (kind := address_kind(channel)) else None for channel in opt_ins},
+        occurred_at=occurred_at,
+        source=ConsentSource.MESSAGING_EVENT,
+        source_key=source_key,
+        source_event_id=source_event_id,
+        lawful_basis=MESSAGING_LAWFUL_BASIS,
+        contact_id=contact_id,
+        current=profile_addresses(email=profile.email, phone=profile.phone),
+    )
+    return any(result.recorded for result in results.values())
 
 
 def _contact_apply(

@@ -60,7 +60,7 @@ def test_a_sign_up_with_email_and_sms_opt_ins() -> None:
     profile = Profile.objects.get(email="a@example.com")
     assert (profile.email_opt_in, profile.sms_opt_in) == (True, True)
     assert profile.segment_memberships.count() == 2
-    assert len(queries) == 31
+    assert len(queries) == 18
 
 
 def test_a_preference_change() -> None:
@@ -74,4 +74,4 @@ def test_a_preference_change() -> None:
     assert MarketingConsent.objects.get(profile=profile, channel="email").opted_in is False
     assert ConsentChange.objects.filter(profile=profile).count() == 3
     assert InboundEvent.objects.filter(status="applied").count() == 3
-    assert len(queries) == 20
+    assert len(queries) == 17
