@@ -197,6 +197,7 @@ def consent_statements_record(
     contact_id: str = "",
     received_at: datetime | None = None,
     current: dict[str, str] | None = None,
+    new_profile: bool = False,
 ) -> dict[str, ConsentResult]:
     """One event's statements, one per channel (`opt_ins`; `addresses[channel]` as for
     `consent_statement_record`), with exactly the effect of recording them one by one in channel order,
@@ -205,6 +206,7 @@ def consent_statements_record(
 
     `current`: the profile's address per channel (`contact_points.profile_addresses`) when the caller
     already holds the profile lock and a fresh profile; otherwise the lock is taken and they are read.
+    `new_profile`: the profile was inserted in this transaction, so it has no consent state to read.
     """
     channels = sorted(opt_ins)
     for channel in channels:
@@ -230,12 +232,16 @@ def consent_statements_record(
         occurred_at=occurred_at,
         current=current,
     )
-    states = {
-        state.channel: state
-        for state in MarketingConsent.objects.select_related("deciding_change").filter(
-            profile_id=profile.pk, channel__in=channels
-        )
-    }
+    states = (
+        {}
+        if new_profile
+        else {
+            state.channel: state
+            for state in MarketingConsent.objects.select_related("deciding_change").filter(
+                profile_id=profile.pk, channel__in=channels
+            )
+        }
+    )
     consistent = {
         channel: (state := states.get(channel)) is None
         or (state.address == current[channel] and state.deciding_change is not None)

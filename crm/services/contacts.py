@@ -68,6 +68,7 @@ def _consent_apply(
     occurred_at: datetime,
     source_key: str,
     source_event_id: int | None,
+    new_profile: bool,
 ) -> bool:
     """The event's opt-in flags, in one pass over the channels. The caller holds the profile lock and a
     fresh profile, so its addresses are not read again."""
@@ -82,6 +83,7 @@ def _consent_apply(
         lawful_basis=MESSAGING_LAWFUL_BASIS,
         contact_id=contact_id,
         current=profile_addresses(email=profile.email, phone=profile.phone),
+        new_profile=new_profile,
     )
     return any(result.recorded for result in results.values())
 
@@ -182,6 +184,7 @@ def _contact_apply(
         occurred_at=occurred_at,
         source_key=source_key,
         source_event_id=source_event_id,
+        new_profile=new_profile,
     )
     if outcome is None:
         changed = fields_written or consent_recorded or reports_changed

@@ -60,7 +60,7 @@ def test_a_sign_up_with_email_and_sms_opt_ins() -> None:
     profile = Profile.objects.get(email="a@example.com")
     assert (profile.email_opt_in, profile.sms_opt_in) == (True, True)
     assert profile.segment_memberships.count() == 2
-    assert len(queries) == 18
+    assert len(queries) == 17
 
 
 def test_a_preference_change() -> None:
