@@ -390,19 +390,23 @@ def _states_decide(*, profile: Profile, changes: list[ConsentChange], states: di
         Profile.objects.filter(pk=profile.pk).update(**flags)
         for name, value in flags.items():
             setattr(profile, name, value)
-        Activity.objects.bulk_create(
-            Activity(
-                tenant_id=profile.tenant_id,
-                profile_id=profile.pk,
-                type=_activity_type(change.opted_in),
-                occurred_at=change.occurred_at,
-                data=_activity_data(change=change),
-                source_event_id=change.source_event_id,
-            )
-            for change in changes
-            if change.channel in changed
-        )
+        _activities_create(profile=profile, changes=[change for change in changes if change.channel in changed])
     return changed
+
+
+def _activities_create(*, profile: Profile, changes: list[ConsentChange]) -> None:
+    """One consent activity per ledger statement, in one insert."""
+    Activity.objects.bulk_create(
+        Activity(
+            tenant_id=profile.tenant_id,
+            profile_id=profile.pk,
+            type=_activity_type(change.opted_in),
+            occurred_at=change.occurred_at,
+            data=_activity_data(change=change),
+            source_event_id=change.source_event_id,
+        )
+        for change in changes
+    )
 
 
 def _ledger(*, profile_id: int, channel: str) -> list[ConsentChange]:
@@ -437,17 +441,7 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
         Activity.objects.filter(pk__in=stale).delete()
     missing = [change for change_id, change in wanted.items() if change_id not in keep]
     if missing:
-        Activity.objects.bulk_create(
-            Activity(
-                tenant_id=profile.tenant_id,
-                profile_id=profile.pk,
-                type=_activity_type(change.opted_in),
-                occurred_at=change.occurred_at,
-                data=_activity_data(change=change),
-                source_event_id=change.source_event_id,
-            )
-            for change in missing
-        )
+        _activities_create(profile=profile, changes=missing)
 
 
 @transaction.atomic(savepoint=False)
