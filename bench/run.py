@@ -451,9 +451,12 @@ class Bench:
         logging.disable(logging.INFO)  # the workers' per-event log lines, in this process
         try:
             figures = inprocess.compare(contacts=max(100, SIZES["contacts"] // 10), batch=32, repeats=3)
+            signups = inprocess.signups(count=max(100, SIZES["contacts"] // 10), batch=32, repeats=3)
         finally:
             logging.disable(logging.NOTSET)
         record.update(figures)
+        record["signups"] = signups
+        self.results["inprocess_signup_ms_per_event"] = signups["signup_ms_per_event"]
         self.results["inprocess_per_event_ms_per_event"] = figures["per_event_ms_per_event"]
         self.results["inprocess_set_based_ms_per_event"] = figures["set_based_ms_per_event"]
         self.results["inprocess_set_based_speedup"] = figures["set_based_speedup"]
@@ -762,6 +765,7 @@ class Bench:
             "inprocess_per_event_ms_per_event",
             "inprocess_set_based_ms_per_event",
             "inprocess_set_based_speedup",
+            "inprocess_signup_ms_per_event",
             "fallback_batches",
             "high_priority_p50_ms",
             "high_priority_p99_ms",

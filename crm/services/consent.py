@@ -42,8 +42,7 @@ from crm.normalise import email_normalise, phone_normalise
 from crm.services.contact_points import (
     address_as_of,
     address_kind,
-    contact_address_at,
-    contact_history,
+    contact_histories,
     profile_lock_addresses,
 )
 
@@ -94,16 +93,6 @@ def consent_order_key(change: ConsentChange) -> tuple:
     )
 
 
-_INSERT_SQL = """
-INSERT INTO crm_consentchange
-    (tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source, source_event_id,
-     actor_id, lawful_basis, superseded, tiebreak, address, address_stated, contact_id, received_at, warning)
-VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (profile_id, channel, tiebreak) DO NOTHING
-RETURNING id
-"""
-
-
 def _activity_type(opted_in: bool) -> str:
     return ActivityType.CONSENT_OPTED_IN if opted_in else ActivityType.CONSENT_OPTED_OUT
 
@@ -118,18 +107,33 @@ def _activity_data(*, change: ConsentChange) -> dict:
     }
 
 
-def _statement_address(
-    *, channel: str, address: str | None, contact_id: str, occurred_at: datetime, current: str
-) -> tuple[str, bool]:
-    """(address, stated) of a new statement (module doc)."""
-    kind = address_kind(channel)
-    if kind is None:
-        return "", True
-    if address:
-        return (email_normalise(address) if kind == "email" else phone_normalise(address)), True
-    if contact_id:
-        return contact_address_at(contact_id=contact_id, channel=channel, at=occurred_at), False
-    return current, True
+def _statement_addresses(
+    *,
+    addresses: dict[str, str | None],
+    contact_id: str,
+    occurred_at: datetime,
+    current: dict[str, str],
+) -> dict[str, tuple[str, bool]]:
+    """(address, stated) of each channel's new statement (module doc); the contact's address histories
+    they need are read in one query."""
+    inferred = {
+        kind
+        for channel, address in addresses.items()
+        if (kind := address_kind(channel)) is not None and not address and contact_id
+    }
+    histories = contact_histories(contact_id=contact_id, kinds=inferred) if inferred else {}
+    result: dict[str, tuple[str, bool]] = {}
+    for channel, address in addresses.items():
+        kind = address_kind(channel)
+        if kind is None:
+            result[channel] = ("", True)
+        elif address:
+            result[channel] = (email_normalise(address) if kind == "email" else phone_normalise(address)), True
+        elif contact_id:
+            result[channel] = address_as_of(histories.get(kind, []), occurred_at), False
+        else:
+            result[channel] = current[channel], True
+    return result
 
 
 def _clock_warning(*, occurred_at: datetime, received_at: datetime | None) -> str:
@@ -163,98 +167,246 @@ def consent_statement_record(
     `occurred_at`, or without a contact the profile's current one). `received_at`: when the pipeline
     received it (the job timestamp); a later `occurred_at` is ordered at it, with a warning.
     """
-    if channel not in Channel.values:
-        raise ApplicationError(f"unknown consent channel {channel!r}")
-    tiebreak = consent_tiebreak(source=source, source_key=source_key, occurred_at=occurred_at)
-    current = profile_lock_addresses(profile_id=profile.pk)[channel]
-    address, stated = _statement_address(
-        channel=channel, address=address, contact_id=contact_id, occurred_at=occurred_at, current=current
-    )
-    change = ConsentChange(
-        tenant_id=profile.tenant_id,
-        profile_id=profile.pk,
-        channel=channel,
-        opted_in=opted_in,
+    return consent_statements_record(
+        profile=profile,
+        opt_ins={channel: opted_in},
+        addresses={channel: address},
         occurred_at=occurred_at,
         source=source,
+        source_key=source_key,
         source_event_id=source_event_id,
         actor_id=actor_id,
-        lawful_basis=lawful_basis[:300],
-        tiebreak=tiebreak,
-        address=address,
-        address_stated=stated,
+        lawful_basis=lawful_basis,
         contact_id=contact_id,
         received_at=received_at,
-        warning=_clock_warning(occurred_at=occurred_at, received_at=received_at)[:300],
-    )
-    state = (
-        MarketingConsent.objects.select_related("deciding_change")
-        .filter(profile_id=profile.pk, channel=channel)
-        .first()
-    )
-    deciding = state.deciding_change if state is not None else None
-    consistent = state is None or (state.address == current and deciding is not None)
-    newest = (
-        address == current
-        and consistent
-        and (deciding is None or consent_order_key(change) > consent_order_key(deciding))
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_SQL,
-            [
-                change.tenant_id,
-                change.profile_id,
-                channel,
-                opted_in,
-                occurred_at,
-                source,
-                source_event_id,
-                actor_id,
-                change.lawful_basis,
-                not newest,
-                tiebreak,
-                address,
-                stated,
-                contact_id,
-                received_at,
-                change.warning,
-            ],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return ConsentResult(recorded=False, applied=False, changed=False)
-    change.pk = row[0]
-    if not consistent:
-        return ConsentResult(recorded=True, applied=False, changed=consent_state_recompute(profile=profile))
-    if not newest:
-        _activities_reconcile(profile=profile, channel=channel)
-        return ConsentResult(recorded=True, applied=False, changed=False)
+    )[channel]
 
-    previous = state.opted_in if state is not None else None
-    values = {"opted_in": opted_in, "changed_at": occurred_at, "source": source, "address": address}
-    if state is None:
-        MarketingConsent.objects.create(
-            tenant_id=profile.tenant_id, profile_id=profile.pk, channel=channel, deciding_change_id=change.pk, **values
-        )
-    else:
-        MarketingConsent.objects.filter(pk=state.pk).update(deciding_change_id=change.pk, **values)
-    changed = previous != opted_in
-    if changed:
-        Profile.objects.filter(pk=profile.pk).update(**{f"{channel}_opt_in": opted_in})
-        setattr(profile, f"{channel}_opt_in", opted_in)
-        Activity.objects.create(
+
+@transaction.atomic(savepoint=False)
+def consent_statements_record(
+    *,
+    profile: Profile,
+    opt_ins: dict[str, bool],
+    addresses: dict[str, str | None],
+    occurred_at: datetime,
+    source: str,
+    source_key: str,
+    source_event_id: int | None = None,
+    actor_id: int | None = None,
+    lawful_basis: str = "",
+    contact_id: str = "",
+    received_at: datetime | None = None,
+    current: dict[str, str] | None = None,
+    new_profile: bool = False,
+) -> dict[str, ConsentResult]:
+    """One event's statements, one per channel (`opt_ins`; `addresses[channel]` as for
+    `consent_statement_record`), with exactly the effect of recording them one by one in channel order,
+    in a fixed number of statements: the channels are independent of each other, except that a channel
+    whose state is inconsistent rebuilds every channel's state first (then they go one by one).
+
+    `current`: the profile's address per channel (`contact_points.profile_addresses`) when the caller
+    already holds the profile lock and a fresh profile; otherwise the lock is taken and they are read.
+    `new_profile`: the profile was inserted in this transaction, so it has no consent state to read.
+    """
+    channels = sorted(opt_ins)
+    for channel in channels:
+        if channel not in Channel.values:
+            raise ApplicationError(f"unknown consent channel {channel!r}")
+    if not channels:
+        return {}
+    common = {
+        "occurred_at": occurred_at,
+        "source": source,
+        "source_key": source_key,
+        "source_event_id": source_event_id,
+        "actor_id": actor_id,
+        "lawful_basis": lawful_basis,
+        "contact_id": contact_id,
+        "received_at": received_at,
+    }
+    tiebreak = consent_tiebreak(source=source, source_key=source_key, occurred_at=occurred_at)
+    current = current if current is not None else profile_lock_addresses(profile_id=profile.pk)
+    stated = _statement_addresses(
+        addresses={channel: addresses.get(channel) for channel in channels},
+        contact_id=contact_id,
+        occurred_at=occurred_at,
+        current=current,
+    )
+    states = (
+        {}
+        if new_profile
+        else {
+            state.channel: state
+            for state in MarketingConsent.objects.select_related("deciding_change").filter(
+                profile_id=profile.pk, channel__in=channels
+            )
+        }
+    )
+    consistent = {
+        channel: (state := states.get(channel)) is None
+        or (state.address == current[channel] and state.deciding_change is not None)
+        for channel in channels
+    }
+    if len(channels) > 1 and not all(consistent.values()):
+        # Rare: recording the inconsistent channel rebuilds the state the next channel is judged against.
+        results: dict[str, ConsentResult] = {}
+        for channel in channels:
+            results |= consent_statements_record(
+                profile=profile,
+                opt_ins={channel: opt_ins[channel]},
+                addresses={channel: addresses.get(channel)},
+                current=current,
+                **common,
+            )
+        return results
+    warning = _clock_warning(occurred_at=occurred_at, received_at=received_at)[:300]
+    changes: dict[str, ConsentChange] = {}
+    newest: dict[str, bool] = {}
+    for channel in channels:
+        address, address_stated = stated[channel]
+        change = ConsentChange(
             tenant_id=profile.tenant_id,
             profile_id=profile.pk,
-            type=_activity_type(opted_in),
+            channel=channel,
+            opted_in=opt_ins[channel],
             occurred_at=occurred_at,
-            data=_activity_data(change=change),
+            source=source,
             source_event_id=source_event_id,
+            actor_id=actor_id,
+            lawful_basis=lawful_basis[:300],
+            tiebreak=tiebreak,
+            address=address,
+            address_stated=address_stated,
+            contact_id=contact_id,
+            received_at=received_at,
+            warning=warning,
         )
+        state = states.get(channel)
+        deciding = state.deciding_change if state is not None else None
+        newest[channel] = (
+            address == current[channel]
+            and consistent[channel]
+            and (deciding is None or consent_order_key(change) > consent_order_key(deciding))
+        )
+        changes[channel] = change
+    recorded = _ledger_insert(changes=changes, newest=newest)
+    results = {channel: ConsentResult(recorded=False, applied=False, changed=False) for channel in channels}
+    decided: list[ConsentChange] = []
+    for channel in channels:
+        if channel not in recorded:
+            continue
+        change = changes[channel]
+        change.pk = recorded[channel]
+        if not consistent[channel]:  # the only channel (see above)
+            rebuilt = consent_state_recompute(profile=profile)
+            results[channel] = ConsentResult(recorded=True, applied=False, changed=rebuilt)
+        elif not newest[channel]:
+            _activities_reconcile(profile=profile, channel=channel)
+            results[channel] = ConsentResult(recorded=True, applied=False, changed=False)
+        else:
+            decided.append(change)
+    if not decided:
+        return results
+    changed = _states_decide(profile=profile, changes=decided, states=states)
+    for change in decided:
+        results[change.channel] = ConsentResult(recorded=True, applied=True, changed=change.channel in changed)
+    if changed:
         from crm.services.segments import segment_membership_refresh
 
         segment_membership_refresh(profile=profile)
-    return ConsentResult(recorded=True, applied=True, changed=changed)
+    return results
+
+
+def _ledger_insert(*, changes: dict[str, ConsentChange], newest: dict[str, bool]) -> dict[str, int]:
+    """Append the statements (one per channel) in one statement; returns the new rows' ids by channel
+    (a statement already recorded has none)."""
+    columns = (
+        "tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source, source_event_id, actor_id, "
+        "lawful_basis, superseded, tiebreak, address, address_stated, contact_id, received_at, warning"
+    )
+    params: list = []
+    for channel, c in changes.items():
+        params += [
+            c.tenant_id,
+            c.profile_id,
+            channel,
+            c.opted_in,
+            c.occurred_at,
+            c.source,
+            c.source_event_id,
+            c.actor_id,
+            c.lawful_basis,
+            not newest[channel],
+            c.tiebreak,
+            c.address,
+            c.address_stated,
+            c.contact_id,
+            c.received_at,
+            c.warning,
+        ]
+    rows = ", ".join("(%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)" for _ in changes)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO crm_consentchange ({columns}) VALUES {rows} "
+            "ON CONFLICT (profile_id, channel, tiebreak) DO NOTHING RETURNING channel, id",
+            params,
+        )
+        return dict(cursor.fetchall())
+
+
+def _states_decide(*, profile: Profile, changes: list[ConsentChange], states: dict[str, MarketingConsent]) -> set[str]:
+    """Make each change its channel's state in force (`MarketingConsent`, the profile flag, a consent
+    activity where the value changed). Returns the channels whose value changed."""
+    new_states: list[MarketingConsent] = []
+    updated: list[MarketingConsent] = []
+    changed: set[str] = set()
+    for change in changes:
+        state = states.get(change.channel)
+        values = {
+            "opted_in": change.opted_in,
+            "changed_at": change.occurred_at,
+            "source": change.source,
+            "address": change.address,
+            "deciding_change_id": change.pk,
+        }
+        if state is None:
+            new_states.append(
+                MarketingConsent(tenant_id=profile.tenant_id, profile_id=profile.pk, channel=change.channel, **values)
+            )
+        else:
+            if state.opted_in != change.opted_in:
+                changed.add(change.channel)
+            for name, value in values.items():
+                setattr(state, name, value)
+            updated.append(state)
+    changed |= {state.channel for state in new_states}  # from no state: a change
+    if new_states:
+        MarketingConsent.objects.bulk_create(new_states)
+    if updated:
+        fields = ["opted_in", "changed_at", "source", "address", "deciding_change"]
+        MarketingConsent.objects.bulk_update(updated, fields)
+    if changed:
+        flags = {f"{change.channel}_opt_in": change.opted_in for change in changes if change.channel in changed}
+        Profile.objects.filter(pk=profile.pk).update(**flags)
+        for name, value in flags.items():
+            setattr(profile, name, value)
+        _activities_create(profile=profile, changes=[change for change in changes if change.channel in changed])
+    return changed
+
+
+def _activities_create(*, profile: Profile, changes: list[ConsentChange]) -> None:
+    """One consent activity per ledger statement, in one insert."""
+    Activity.objects.bulk_create(
+        Activity(
+            tenant_id=profile.tenant_id,
+            profile_id=profile.pk,
+            type=_activity_type(change.opted_in),
+            occurred_at=change.occurred_at,
+            data=_activity_data(change=change),
+            source_event_id=change.source_event_id,
+        )
+        for change in changes
+    )
 
 
 def _ledger(*, profile_id: int, channel: str) -> list[ConsentChange]:
@@ -289,17 +441,7 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
         Activity.objects.filter(pk__in=stale).delete()
     missing = [change for change_id, change in wanted.items() if change_id not in keep]
     if missing:
-        Activity.objects.bulk_create(
-            Activity(
-                tenant_id=profile.tenant_id,
-                profile_id=profile.pk,
-                type=_activity_type(change.opted_in),
-                occurred_at=change.occurred_at,
-                data=_activity_data(change=change),
-                source_event_id=change.source_event_id,
-            )
-            for change in missing
-        )
+        _activities_create(profile=profile, changes=missing)
 
 
 @transaction.atomic(savepoint=False)
@@ -358,14 +500,11 @@ def consent_follow_addresses(*, profile: Profile, contact_id: str = "", profile_
         inferred = ConsentChange.objects.filter(contact_id=contact_id, address_stated=False).only(
             "pk", "channel", "occurred_at", "address"
         )
-        histories: dict[str, list] = {}
+        inferred = [change for change in inferred if address_kind(change.channel) is not None]
+        kinds = {address_kind(change.channel) for change in inferred}
+        histories = contact_histories(contact_id=contact_id, kinds=kinds) if kinds else {}
         for change in inferred:
-            kind = address_kind(change.channel)
-            if kind is None:
-                continue
-            if kind not in histories:
-                histories[kind] = contact_history(contact_id=contact_id, kind=kind)
-            address = address_as_of(histories[kind], change.occurred_at)
+            address = address_as_of(histories[address_kind(change.channel)], change.occurred_at)
             if address != change.address:
                 ConsentChange.objects.filter(pk=change.pk).update(address=address)
                 moved = True

@@ -11,6 +11,7 @@ belongs to the contact point").
   set of events, it does not depend on arrival order.
 """
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import connection
@@ -32,6 +33,12 @@ def address_kind(channel: str) -> str | None:
     return ADDRESS_KIND.get(channel)
 
 
+def profile_addresses(*, email: str, phone: str) -> dict[str, str]:
+    """A profile's current address per channel, from its `email` and `phone`."""
+    current = {"email": email, "phone": phone}
+    return {channel: current[kind] if (kind := address_kind(channel)) else "" for channel in Channel.values}
+
+
 def profile_lock_addresses(*, profile_id: int) -> dict[str, str]:
     """`locks.profile_lock` that also reads the profile's current address per channel, in one statement."""
     with connection.cursor() as cursor:
@@ -39,8 +46,7 @@ def profile_lock_addresses(*, profile_id: int) -> dict[str, str]:
         row = cursor.fetchone()
     if row is None:
         raise Profile.DoesNotExist(f"profile {profile_id}")
-    current = {"email": row[0], "phone": row[1]}
-    return {channel: current[kind] if (kind := address_kind(channel)) else "" for channel in Channel.values}
+    return profile_addresses(email=row[0], phone=row[1])
 
 
 def contact_addresses_record(
@@ -67,17 +73,14 @@ def address_as_of(history: list[tuple[datetime, str, str]], at: datetime) -> str
     return (before[-1] if before else history[0])[2]
 
 
-def contact_history(*, contact_id: str, kind: str) -> list[tuple[datetime, str, str]]:
-    return sorted(
-        ContactAddress.objects.filter(contact_id=contact_id, kind=kind).values_list(
-            "occurred_at", "source_key", "address"
-        )
+def contact_histories(*, contact_id: str, kinds: Iterable[str]) -> dict[str, list[tuple[datetime, str, str]]]:
+    """Each kind's `(occurred_at, source_key, address)` history of the contact, sorted ascending, in one query."""
+    histories: dict[str, list[tuple[datetime, str, str]]] = {kind: [] for kind in kinds}
+    rows = ContactAddress.objects.filter(contact_id=contact_id, kind__in=list(histories)).values_list(
+        "kind", "occurred_at", "source_key", "address"
     )
-
-
-def contact_address_at(*, contact_id: str, channel: str, at: datetime) -> str:
-    """The address the contact had for the channel at `at` ("" for push or when not known)."""
-    kind = address_kind(channel)
-    if kind is None:
-        return ""
-    return address_as_of(contact_history(contact_id=contact_id, kind=kind), at)
+    for kind, *row in rows:
+        histories[kind].append(tuple(row))
+    for history in histories.values():
+        history.sort()
+    return histories

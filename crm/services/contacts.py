@@ -34,13 +34,12 @@ from django.db import transaction
 
 from crm.models import ConsentSource, Profile
 from crm.normalise import email_normalise, phone_normalise
-from crm.services.consent import consent_follow_addresses, consent_statement_record
-from crm.services.contact_points import address_kind, contact_addresses_record
+from crm.services.consent import consent_follow_addresses, consent_statements_record
+from crm.services.contact_points import address_kind, contact_addresses_record, profile_addresses
 from crm.services.identity import contact_resolve_or_create
-from crm.services.locks import profile_lock
+from crm.services.locks import profile_lock_get
 from crm.services.merge import profile_merge
-from crm.services.profiles import consent_reports_record, profile_fields_apply_event
-from crm.services.tenants import tenant_get_or_create
+from crm.services.profiles import consent_reports_record, profile_fields_apply_event, profile_fields_fill_new
 
 MESSAGING_LAWFUL_BASIS = "consent as recorded by the Messaging service"
 
@@ -69,24 +68,24 @@ def _consent_apply(
     occurred_at: datetime,
     source_key: str,
     source_event_id: int | None,
+    new_profile: bool,
 ) -> bool:
-    recorded = False
-    for channel in sorted(opt_ins):
-        kind = address_kind(channel)
-        result = consent_statement_record(
-            profile=profile,
-            channel=channel,
-            opted_in=opt_ins[channel],
-            occurred_at=occurred_at,
-            source=ConsentSource.MESSAGING_EVENT,
-            source_key=source_key,
-            source_event_id=source_event_id,
-            lawful_basis=MESSAGING_LAWFUL_BASIS,
-            address=addresses[kind] if kind else None,
-            contact_id=contact_id,
-        )
-        recorded = recorded or result.recorded
-    return recorded
+    """The event's opt-in flags, in one pass over the channels. The caller holds the profile lock and a
+    fresh profile, so its addresses are not read again."""
+    results = consent_statements_record(
+        profile=profile,
+        opt_ins=opt_ins,
+        addresses={channel: addresses[kind] if (kind := address_kind(channel)) else None for channel in opt_ins},
+        occurred_at=occurred_at,
+        source=ConsentSource.MESSAGING_EVENT,
+        source_key=source_key,
+        source_event_id=source_event_id,
+        lawful_basis=MESSAGING_LAWFUL_BASIS,
+        contact_id=contact_id,
+        current=profile_addresses(email=profile.email, phone=profile.phone),
+        new_profile=new_profile,
+    )
+    return any(result.recorded for result in results.values())
 
 
 def _contact_apply(
@@ -106,10 +105,19 @@ def _contact_apply(
 ) -> ContactImportResult:
     email = email_normalise(email)
     phone = phone_normalise(phone)
-    tenant = tenant_get_or_create(tenant_external_id)
     creating = mode == "created"
-    profile, how, resolution = contact_resolve_or_create(
-        tenant=tenant, contact_id=contact_id, email=email, phone=phone, stub=not creating
+    values = {"email": email, "phone": phone, "first_name": first_name, "last_name": last_name}
+
+    def fill(new: Profile) -> None:
+        profile_fields_fill_new(profile=new, values=values, occurred_at=occurred_at, source_key=source_key)
+
+    tenant, profile, how, resolution = contact_resolve_or_create(
+        tenant_external_id=tenant_external_id,
+        contact_id=contact_id,
+        email=email,
+        phone=phone,
+        stub=not creating,
+        prepare=fill,
     )
     outcome = {"created": ContactImportOutcome.CREATED, "linked": ContactImportOutcome.LINKED}.get(how)
     merged_profile_id = None
@@ -128,8 +136,10 @@ def _contact_apply(
         else:
             Profile.objects.filter(pk=profile.pk).update(is_stub=False)
             outcome = outcome or ContactImportOutcome.CREATED
-    profile_lock(profile.pk)
-    profile = Profile.objects.get(pk=profile.pk)
+    # A profile this event inserted holds its fields already, and no one else can see it yet.
+    new_profile = how == "created"
+    if not new_profile:
+        profile = profile_lock_get(profile.pk)
     addresses = {"email": email, "phone": phone}
     held_before = (profile.email, profile.phone)
     contact_points_grew = contact_addresses_record(
@@ -150,17 +160,17 @@ def _contact_apply(
         }
         if disagreements:
             extra_data["consent_disagrees"] = disagreements
-    fields_written = profile_fields_apply_event(
+    fields_written = new_profile or profile_fields_apply_event(
         profile=profile,
-        values={"email": email, "phone": phone, "first_name": first_name, "last_name": last_name},
+        values=values,
         occurred_at=occurred_at,
         source_key=source_key,
         source_event_id=source_event_id,
-        announce=how != "created",
+        announce=True,
         extra_data=extra_data or None,
         observation=observation,
     )
-    if how != "created":  # a new profile has no consent statements yet
+    if not new_profile:  # a new profile has no consent statements yet
         consent_follow_addresses(
             profile=profile,
             contact_id=contact_id if contact_points_grew else "",
@@ -174,6 +184,7 @@ def _contact_apply(
         occurred_at=occurred_at,
         source_key=source_key,
         source_event_id=source_event_id,
+        new_profile=new_profile,
     )
     if outcome is None:
         changed = fields_written or consent_recorded or reports_changed

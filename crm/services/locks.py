@@ -5,6 +5,8 @@ from collections.abc import Iterable
 
 from django.db import connection
 
+from crm.models import Profile
+
 
 def _key(name: str) -> int:
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
@@ -49,6 +51,11 @@ def profile_lock(profile_id: int) -> None:
     """
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM crm_profile WHERE id = %s FOR NO KEY UPDATE", [profile_id])
+
+
+def profile_lock_get(profile_id: int) -> Profile:
+    """`profile_lock` and a fresh read of the profile, in one statement."""
+    return Profile.objects.select_for_update(no_key=True).get(pk=profile_id)
 
 
 def profiles_lock(profile_ids: list[int]) -> None:

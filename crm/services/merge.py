@@ -30,7 +30,7 @@ from crm.models import (
     Profile,
     SegmentMembership,
 )
-from crm.services.locks import profile_lock
+from crm.services.locks import profile_lock_get
 from crm.services.profiles import profile_merge_fields
 
 TIMESTAMP_FIELDS = ("last_message_at", "last_activity_at", "last_email_open_at")
@@ -63,10 +63,8 @@ def profile_merge(
 
     # The pending-refresh row first, before any profile lock (a drain locks it, then the profile).
     PendingScoreRefresh.objects.filter(profile_id=source.pk).delete()
-    for pk in sorted((source.pk, target.pk)):
-        profile_lock(pk)
-    source = Profile.objects.get(pk=source.pk)
-    target = Profile.objects.get(pk=target.pk)
+    fresh = {pk: profile_lock_get(pk) for pk in sorted((source.pk, target.pk))}  # in id order
+    source, target = fresh[source.pk], fresh[target.pk]
 
     contact_ids = sorted(ContactLink.objects.filter(profile=source).values_list("messaging_contact_id", flat=True))
     params = {"source": source.pk, "target": target.pk}

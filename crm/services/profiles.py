@@ -26,7 +26,7 @@ from django.utils import timezone
 from crm.errors import ApplicationError
 from crm.models import Activity, ActivityType, Profile
 from crm.normalise import email_normalise, phone_normalise
-from crm.services.locks import profile_lock
+from crm.services.locks import profile_lock_get
 
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 VERIFICATION_FIELDS = ("email_verified", "phone_verified")
@@ -43,6 +43,42 @@ def _event_may_set(source: dict | None, stored: str, at: str, key: str) -> bool:
     if source.get("by") != "event":
         return False
     return (at, key) < (str(source.get("at", "")), str(source.get("event", "")))
+
+
+def _fields_event_merge(
+    *, profile: Profile, values: dict[str, str | None], occurred_at: datetime, source_key: str
+) -> tuple[list[str], dict[str, dict]]:
+    """Set on `profile`, in memory, the identity fields the event may set (provenance rule).
+
+    Returns the fields set, and every field whose value differs from the stored one (old, new, applied).
+    """
+    at = stamp(occurred_at)
+    sources = dict(profile.field_sources or {})
+    applied: list[str] = []
+    changes: dict[str, dict] = {}
+    for field in IDENTITY_FIELDS:
+        new = values.get(field)
+        if not new:
+            continue  # absent: no statement
+        stored = getattr(profile, field)
+        may_set = _event_may_set(sources.get(field), stored, at, source_key)
+        if new != stored:
+            changes[field] = {"old": stored, "new": new, "applied": may_set}
+        if may_set:
+            setattr(profile, field, new)
+            sources[field] = {"by": "event", "at": at, "event": source_key}
+            applied.append(field)
+    if applied:
+        profile.field_sources = sources
+    return applied, changes
+
+
+def profile_fields_fill_new(
+    *, profile: Profile, values: dict[str, str | None], occurred_at: datetime, source_key: str
+) -> bool:
+    """An event's identity fields on a profile not inserted yet (the insert writes them). Returns whether any."""
+    applied, _ = _fields_event_merge(profile=profile, values=values, occurred_at=occurred_at, source_key=source_key)
+    return bool(applied)
 
 
 def profile_fields_apply_event(
@@ -64,27 +100,13 @@ def profile_fields_apply_event(
     `observation` (the reported consent flags) is added to that activity but never causes one.
     Returns whether anything was written to the profile.
     """
-    at = stamp(occurred_at)
-    sources = dict(profile.field_sources or {})
-    applied: list[str] = []
-    changes: dict[str, dict] = {}
-    for field in IDENTITY_FIELDS:
-        new = values.get(field)
-        if not new:
-            continue  # absent: no statement
-        stored = getattr(profile, field)
-        may_set = _event_may_set(sources.get(field), stored, at, source_key)
-        if new != stored:
-            changes[field] = {"old": stored, "new": new, "applied": may_set}
-        if may_set:
-            setattr(profile, field, new)
-            sources[field] = {"by": "event", "at": at, "event": source_key}
-            applied.append(field)
+    applied, changes = _fields_event_merge(
+        profile=profile, values=values, occurred_at=occurred_at, source_key=source_key
+    )
     if applied:
-        profile.field_sources = sources
         Profile.objects.filter(pk=profile.pk).update(
             **{field: getattr(profile, field) for field in applied},
-            field_sources=sources,
+            field_sources=profile.field_sources,
             updated_at=timezone.now(),
         )
     if announce and (changes or extra_data):
@@ -260,8 +282,7 @@ def profile_update_by_staff(*, profile: Profile, changes: dict[str, object], use
         raise ApplicationError(
             f"not editable here: {', '.join(unknown)} (consent changes go through 'Record consent change')"
         )
-    profile_lock(profile.pk)
-    fresh = Profile.objects.get(pk=profile.pk)
+    fresh = profile_lock_get(profile.pk)
     now = timezone.now()
     sources = dict(fresh.field_sources or {})
     updates: dict[str, object] = {}

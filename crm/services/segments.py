@@ -33,17 +33,47 @@ def segment_qualifies(*, segment: Segment, values: dict) -> bool:
     return not (segment.require_verified_email and values.get("email_verified") is not True)
 
 
+# The profile's rule fields, with each segment of its tenant and each segment it is a member of
+# (normally the same segments), in one round trip; no row when the profile does not exist.
+_REFRESH_SQL = f"""
+SELECT {", ".join(f"p.{name}" for name in _RULE_FIELDS)}, x.segment_id, x.in_tenant, x.member,
+       x.required_consent_channel, x.min_engagement_score, x.require_verified_email
+FROM crm_profile p LEFT JOIN (
+    SELECT COALESCE(s.id, m.segment_id) AS segment_id, s.id IS NOT NULL AS in_tenant,
+           m.segment_id IS NOT NULL AS member,
+           s.required_consent_channel, s.min_engagement_score, s.require_verified_email
+    FROM (SELECT * FROM crm_segment WHERE tenant_id = %(tenant)s) s
+    FULL JOIN (SELECT segment_id FROM crm_segmentmembership WHERE profile_id = %(profile)s) m
+        ON m.segment_id = s.id
+) x ON true
+WHERE p.id = %(profile)s
+"""
+
+
 @transaction.atomic(savepoint=False)
 def segment_membership_refresh(*, profile: Profile) -> None:
     """Recompute the segments one profile belongs to, from its current row (not the passed object)."""
-    segments = list(Segment.objects.filter(tenant_id=profile.tenant_id))
-    current = set(SegmentMembership.objects.filter(profile_id=profile.pk).values_list("segment_id", flat=True))
-    if not segments and not current:
+    with connection.cursor() as cursor:
+        cursor.execute(_REFRESH_SQL, {"tenant": profile.tenant_id, "profile": profile.pk})
+        rows = cursor.fetchall()
+    if not rows:
         return
-    values = Profile.objects.filter(pk=profile.pk).values(*_RULE_FIELDS).first()
-    if values is None:
-        return
-    wanted = {segment.pk for segment in segments if segment_qualifies(segment=segment, values=values)}
+    values = dict(zip(_RULE_FIELDS, rows[0][: len(_RULE_FIELDS)], strict=True))
+    current: set[int] = set()
+    wanted: set[int] = set()
+    for segment_id, in_tenant, member, channel, min_score, verified in (row[len(_RULE_FIELDS) :] for row in rows):
+        if segment_id is None:
+            continue  # the tenant has no segments and the profile is in none
+        if member:
+            current.add(segment_id)
+        segment = Segment(
+            pk=segment_id,
+            required_consent_channel=channel,
+            min_engagement_score=min_score,
+            require_verified_email=verified,
+        )
+        if in_tenant and segment_qualifies(segment=segment, values=values):
+            wanted.add(segment_id)
     if current - wanted:
         SegmentMembership.objects.filter(profile_id=profile.pk, segment_id__in=current - wanted).delete()
     if wanted - current:
