@@ -56,9 +56,9 @@ def profile_merge(
     *, source: Profile, target: Profile, occurred_at: datetime, source_event_id: int | None, reason: str
 ) -> Profile:
     """Merge `source` (a stub) into `target`; returns the refreshed target."""
+    from crm.services.bounces import hard_bounce_automation_apply
     from crm.services.consent import consent_state_recompute
     from crm.services.engagement import engagement_scores_refresh
-    from crm.services.messages import hard_bounce_automation_apply
     from crm.services.segments import segment_membership_refresh
 
     # The pending-refresh row first, before any profile lock (a drain locks it, then the profile).
