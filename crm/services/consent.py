@@ -46,6 +46,7 @@ from crm.services.contact_points import (
     contact_history,
     profile_lock_addresses,
 )
+from crm.services.segments import segment_membership_refresh
 
 TIEBREAK_MAX = 160
 # At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
@@ -251,8 +252,6 @@ def consent_statement_record(
             data=_activity_data(change=change),
             source_event_id=source_event_id,
         )
-        from crm.services.segments import segment_membership_refresh
-
         segment_membership_refresh(profile=profile)
     return ConsentResult(recorded=True, applied=True, changed=changed)
 
@@ -373,8 +372,6 @@ def consent_follow_addresses(*, profile: Profile, contact_id: str = "", profile_
         return False
     changed = consent_state_recompute(profile=profile)
     if changed:
-        from crm.services.segments import segment_membership_refresh
-
         segment_membership_refresh(profile=profile)
     return changed
 
