@@ -25,8 +25,10 @@ bench:
 bench-quick:
 	BENCH_QUICK=1 bash scripts/bench.sh
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter], docs/architecture.md).
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/lint-imports --no-logo --no-cache
 
 fmt:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

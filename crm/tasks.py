@@ -4,8 +4,6 @@ import logging
 
 from celery import shared_task
 
-from crm.services.engagement import engagement_pending_drain
-
 logger = logging.getLogger(__name__)
 
 DRAIN_BATCH = 200
@@ -19,6 +17,9 @@ def refresh_pending_engagement_scores() -> int:
     Scheduled after engagement events (at most once per ENGAGEMENT_REFRESH_DELAY_S) and by beat.
     When the backlog is larger than one run's share, it queues itself again at once.
     """
+    # In the body: the service imports this module to queue the task (one direction, no cycle).
+    from crm.services.engagement import engagement_pending_drain
+
     refreshed = engagement_pending_drain(batch_size=DRAIN_BATCH, max_batches=DRAIN_MAX_BATCHES)
     if refreshed >= DRAIN_BATCH * DRAIN_MAX_BATCHES:
         refresh_pending_engagement_scores.apply_async(queue="low")

@@ -15,9 +15,14 @@ nothing in the CRM: every copy finds its inbox row.
 """
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from crm.models import Segment
+from crm.services.tenants import tenant_get_or_create
+from messaging_events.services.status import bullmq_queue
 
 # Fixed so the same seed gives byte-identical jobs (and so the same identities) on any day.
 DEMO_EPOCH = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -128,9 +133,6 @@ def demo_tenant_ids(tenants: int) -> list[str]:
 def demo_segments_ensure(*, tenants: int = 3) -> int:
     """Create the demo segments of each demo tenant (and the tenant, as its first event would). Returns how many
     were new. Members are computed as the demo events are applied, like any segment's."""
-    from crm.models import Segment
-    from crm.services.tenants import tenant_get_or_create
-
     created = 0
     for external_id in demo_tenant_ids(tenants):
         tenant = tenant_get_or_create(external_id)
@@ -361,10 +363,6 @@ def bulk_specs(jobs: list[dict[str, Any]], *, now_ms: int) -> list[dict[str, Any
 
 async def publish_jobs(jobs: list[dict[str, Any]], *, chunk: int = 500) -> int:
     """Add the jobs to the Messaging queue with `Queue.addBulk`, as the Node producer does."""
-    import time
-
-    from messaging_events.services.status import bullmq_queue
-
     specs = bulk_specs(jobs, now_ms=int(time.time() * 1000))
     queue = bullmq_queue()
     published = 0

@@ -11,6 +11,8 @@ message can quote the data that broke it).
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.celery import CeleryIntegration
+from sentry_sdk.integrations.django import DjangoIntegration
 
 from messaging_events.redaction import redact
 
@@ -44,9 +46,6 @@ def _scrub_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None)
 
 
 def init_error_tracking(dsn: str, *, environment: str, release: str | None = None, **options: Any) -> None:
-    from sentry_sdk.integrations.celery import CeleryIntegration
-    from sentry_sdk.integrations.django import DjangoIntegration
-
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,

@@ -10,7 +10,7 @@ contract does not know is counted as `unknown`, never by the name a job happened
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 from messaging_events.contract.routing import event_type_from_name
 
@@ -49,8 +49,6 @@ def serve_metrics(port: int) -> None:
 
 def _registry() -> CollectorRegistry:
     if not os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import REGISTRY
-
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)

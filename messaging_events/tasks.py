@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from messaging_events.contract.jobs import BridgedJob
-from messaging_events.services import batch_apply, inbox, inflight, parking
+from messaging_events.services import batch_apply, inbox, inflight
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,9 @@ def _schedule_unpark(contact_ids: list[str]) -> None:
     escaping here would skip the retry of the batch's transient events and acknowledge them unrecorded
     (seen as lost events in the PostgreSQL-restart test). `parking.schedule_unpark` guards its own
     query and publish; the beat sweep unparks what a failed schedule leaves parked."""
+    # The parking service is imported in the task bodies: it imports this module to queue its task.
+    from messaging_events.services import parking
+
     try:
         transaction.on_commit(lambda: parking.schedule_unpark(contact_ids))
     except inbox.TRANSIENT_ERRORS as exc:
@@ -95,10 +98,14 @@ def reconcile_inflight_batches() -> dict[str, int]:
 @shared_task(name="messaging_events.unpark_contact_events")
 def unpark_contact_events(contact_ids: list[str]) -> int:
     """Re-apply events that were parked waiting for these contacts."""
+    from messaging_events.services import parking
+
     return parking.unpark_contacts(contact_ids)
 
 
 @shared_task(name="messaging_events.sweep_parked_events")
 def sweep_parked_events() -> dict[str, int]:
     """Safety net: apply parked events whose contact is now known, expire the ones too old."""
+    from messaging_events.services import parking
+
     return parking.sweep()

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from crm.errors import ApplicationError
 from crm.models import BackfillCheckpoint
+from crm.services.contacts import contact_import
 from messaging_events.contract.fields import parse_timestamp
 from messaging_events.contract.schemas import OPT_IN_FIELDS, ContactCreated
 
@@ -318,8 +319,6 @@ def plan_row_by_row(items: list[Item]) -> list[Step]:
 
 
 def _apply_row(valid: ValidRow) -> str:
-    from crm.services.contacts import contact_import
-
     p = valid.payload
     result = contact_import(
         tenant_external_id=p.tenantId,
@@ -362,6 +361,7 @@ def _row_step_apply(item: Item, tally: Tally) -> None:
 
 
 def _bulk_step_apply(items: list[Item], tally: Tally) -> None:
+    # In the body: backfill_bulk imports this module's row types (Item, Step, ValidRow), a real cycle.
     from crm.services.backfill_bulk import new_contacts_write
 
     new = [item.valid for item in items if item.disposition == "new" and item.valid is not None]
@@ -506,6 +506,7 @@ def contacts_backfill(
     """Import the file (module doc). Each chunk commits with the checkpoint; `resume` starts after the
     checkpoint's last line. A dry run is one transaction, rolled back at the end, so it reports exactly
     what a real run would change (and writes no checkpoint)."""
+    # In the body: backfill_bulk imports this module's row types (Item, Step, ValidRow), a real cycle.
     from crm.services.backfill_bulk import plan_bulk
 
     fmt = detect_format(path, fmt)

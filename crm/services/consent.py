@@ -45,6 +45,7 @@ from crm.services.contact_points import (
     contact_histories,
     profile_lock_addresses,
 )
+from crm.services.segments import segment_membership_refresh
 
 TIEBREAK_MAX = 160
 # At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
@@ -311,8 +312,6 @@ def consent_statements_record(
     for change in decided:
         results[change.channel] = ConsentResult(recorded=True, applied=True, changed=change.channel in changed)
     if changed:
-        from crm.services.segments import segment_membership_refresh
-
         segment_membership_refresh(profile=profile)
     return results
 
@@ -512,8 +511,6 @@ def consent_follow_addresses(*, profile: Profile, contact_id: str = "", profile_
         return False
     changed = consent_state_recompute(profile=profile)
     if changed:
-        from crm.services.segments import segment_membership_refresh
-
         segment_membership_refresh(profile=profile)
     return changed
 

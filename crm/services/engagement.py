@@ -36,6 +36,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crm.models import ActivityType, PendingScoreRefresh, Profile, Segment
+from crm.services.segments import segment_membership_refresh
+from crm.tasks import refresh_pending_engagement_scores as refresh_pending_engagement_scores_task
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +115,6 @@ def engagement_scores_compute(*, profile_ids: list[int], now: datetime) -> dict[
 @transaction.atomic(savepoint=False)
 def engagement_scores_refresh(*, profile_ids: list[int], now: datetime | None = None) -> dict[int, float]:
     """Recompute and store the scores of these profiles; recompute segment membership where a score changed."""
-    from crm.services.segments import segment_membership_refresh
-
     now = now or timezone.now()
     before = {
         pk: (tenant_id, score)
@@ -177,9 +177,7 @@ def engagement_refresh_schedule() -> None:
         return
     try:
         if _redis().set(SCHEDULE_KEY, "1", nx=True, px=max(1, int(delay * 1000))):
-            from crm.tasks import refresh_pending_engagement_scores
-
-            refresh_pending_engagement_scores.apply_async(countdown=delay, queue="low")
+            refresh_pending_engagement_scores_task.apply_async(countdown=delay, queue="low")
             _scheduled_until = time.monotonic() + delay
     except Exception as exc:  # the beat schedule drains the rows anyway
         logger.warning("engagement_refresh_schedule_failed error=%s", type(exc).__name__)

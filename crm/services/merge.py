@@ -30,8 +30,12 @@ from crm.models import (
     Profile,
     SegmentMembership,
 )
+from crm.services.bounces import hard_bounce_automation_apply
+from crm.services.consent import consent_state_recompute
+from crm.services.engagement import engagement_scores_refresh
 from crm.services.locks import profile_lock_get
 from crm.services.profiles import profile_merge_fields
+from crm.services.segments import segment_membership_refresh
 
 TIMESTAMP_FIELDS = ("last_message_at", "last_activity_at", "last_email_open_at")
 
@@ -56,11 +60,6 @@ def profile_merge(
     *, source: Profile, target: Profile, occurred_at: datetime, source_event_id: int | None, reason: str
 ) -> Profile:
     """Merge `source` (a stub) into `target`; returns the refreshed target."""
-    from crm.services.consent import consent_state_recompute
-    from crm.services.engagement import engagement_scores_refresh
-    from crm.services.messages import hard_bounce_automation_apply
-    from crm.services.segments import segment_membership_refresh
-
     # The pending-refresh row first, before any profile lock (a drain locks it, then the profile).
     PendingScoreRefresh.objects.filter(profile_id=source.pk).delete()
     fresh = {pk: profile_lock_get(pk) for pk in sorted((source.pk, target.pk))}  # in id order

@@ -8,7 +8,7 @@ rules, same `GREATEST` timestamps, same attributions), but for a whole batch at 
    scheduled after commit);
 2. one `FOR NO KEY UPDATE` of the touched profiles, in id order;
 3. one insert of the activities;
-4. one advisory lock statement on the batch's messages (`messages.message_locks_acquire`: exclusive
+4. one advisory lock statement on the batch's messages (`interactions.message_locks_acquire`: exclusive
    for a message with a SENT in the batch, shared otherwise), then one multi-row upsert of the
    campaign interactions, folded per (tenant, message, type) first
    (`ON CONFLICT DO UPDATE` cannot touch a row twice), then one update filling the non-SENT rows of
@@ -32,18 +32,11 @@ from datetime import datetime
 from django.db import connection
 
 from crm.models import ActivityType, AttributionEvent, InteractionType
+from crm.services.attribution import click_attribution
 from crm.services.engagement import engagement_refresh_request_many
+from crm.services.interactions import EMAIL_CHANNEL, INTERACTION_ON_CONFLICT_SQL, merge_sql, message_locks_acquire
 from crm.services.locks import profiles_lock
-from crm.services.messages import (
-    EMAIL_CHANNEL,
-    INTERACTION_ON_CONFLICT_SQL,
-    click_attribution,
-    email_clicked_data,
-    email_opened_data,
-    merge_sql,
-    message_locks_acquire,
-    message_sent_data,
-)
+from crm.services.messages import email_clicked_data, email_opened_data, message_sent_data
 from crm.services.recordsets import recordset_json
 
 BATCHED_INTERACTIONS = (

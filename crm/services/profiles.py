@@ -26,7 +26,9 @@ from django.utils import timezone
 from crm.errors import ApplicationError
 from crm.models import Activity, ActivityType, Profile
 from crm.normalise import email_normalise, phone_normalise
+from crm.services.consent import consent_follow_addresses
 from crm.services.locks import profile_lock_get
+from crm.services.segments import segment_membership_refresh
 
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 VERIFICATION_FIELDS = ("email_verified", "phone_verified")
@@ -213,8 +215,6 @@ def profile_verification_invalidate(*, profile: Profile, field: str, occurred_at
         return False
     setattr(profile, field, False)
     if before is not False:
-        from crm.services.segments import segment_membership_refresh
-
         segment_membership_refresh(profile=profile)
         return True
     return False
@@ -316,10 +316,6 @@ def profile_update_by_staff(*, profile: Profile, changes: dict[str, object], use
         )
     if "email" in record or "phone" in record:
         # Consent belongs to the address: the new one's is unknown until a statement covers it.
-        from crm.services.consent import consent_follow_addresses
-
         consent_follow_addresses(profile=profile, profile_address_changed=True)
     if any(field in record for field in VERIFICATION_FIELDS):
-        from crm.services.segments import segment_membership_refresh
-
         segment_membership_refresh(profile=profile)

@@ -4,6 +4,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from messaging_events.contract.jobs import BridgedJob
+from messaging_events.tasks import publish_batch
 
 
 class CeleryPublisher:
@@ -14,8 +15,6 @@ class CeleryPublisher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-publish")
 
     def _publish_sync(self, queue: str, jobs: list[BridgedJob], batch_id: str) -> None:
-        from messaging_events.tasks import publish_batch
-
         publish_batch(jobs, queue=queue, task_id=batch_id)
 
     async def publish(self, queue: str, jobs: list[BridgedJob], batch_id: str) -> None:

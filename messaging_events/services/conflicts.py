@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from messaging_events.contract.jobs import BridgedJob
 from messaging_events.models import ConflictState, InboundEvent
+from messaging_events.tasks import apply_event_batch as apply_event_batch_task
 
 RESOLUTION_KEY_HASH_CHARS = 12
 
@@ -45,8 +46,6 @@ def _other_content_is_newer(row: InboundEvent) -> bool:
 
 def conflict_resolve(*, row_id: int) -> ConflictResolution:
     """Resolve one open conflict (module doc). The replay is queued after commit."""
-    from messaging_events.tasks import apply_event_batch
-
     with transaction.atomic():
         row = InboundEvent.objects.select_for_update().get(pk=row_id)
         if row.conflict != ConflictState.OPEN:
@@ -64,6 +63,6 @@ def conflict_resolve(*, row_id: int) -> ConflictResolution:
             "key": key,
         }
         transaction.on_commit(
-            lambda: apply_event_batch.apply_async(args=[[job]], kwargs={"replay": True}, queue=row.priority)
+            lambda: apply_event_batch_task.apply_async(args=[[job]], kwargs={"replay": True}, queue=row.priority)
         )
     return ConflictResolution(row.pk, Resolution.REPLAYED, key)

@@ -9,6 +9,7 @@ from django.utils import timezone
 from crm.models import ContactLink
 from messaging_events.models import InboundEvent, InboundEventStatus
 from messaging_events.services import inbox
+from messaging_events.tasks import unpark_contact_events as unpark_contact_events_task
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +20,10 @@ def schedule_unpark(contact_ids: list[str]) -> None:
     """Ask for these contacts' parked events to be re-applied. Never raises: it runs after the batch's
     commits, where an error would fail the task and lose the retry of its transiently failed events;
     the periodic sweep re-applies what a failed schedule leaves parked."""
-    from messaging_events.tasks import unpark_contact_events
-
     try:
         parked = InboundEvent.objects.filter(status=InboundEventStatus.PARKED, messaging_contact_id__in=contact_ids)
         if parked.exists():
-            unpark_contact_events.apply_async(args=[contact_ids], queue="high")
+            unpark_contact_events_task.apply_async(args=[contact_ids], queue="high")
     except Exception as exc:
         logger.warning("unpark_schedule_failed contacts=%d error=%s", len(contact_ids), type(exc).__name__)
 

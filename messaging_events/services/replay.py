@@ -7,19 +7,18 @@ from django.conf import settings
 
 from messaging_events.models import InboundEvent
 from messaging_events.services.inbox import job_from_row
+from messaging_events.tasks import apply_event_batch as apply_event_batch_task
 
 
 def replay_events(rows: Iterable[InboundEvent], *, batch_size: int | None = None) -> int:
     """Publish the rows' jobs to Celery with `replay=True`. Applied and ignored events change nothing."""
-    from messaging_events.tasks import apply_event_batch
-
     size = batch_size or settings.BRIDGE_BATCH_SIZE
     pending: dict[str, list] = defaultdict(list)
     count = 0
 
     def flush(queue: str) -> None:
         if pending[queue]:
-            apply_event_batch.apply_async(args=[pending[queue]], kwargs={"replay": True}, queue=queue)
+            apply_event_batch_task.apply_async(args=[pending[queue]], kwargs={"replay": True}, queue=queue)
             pending[queue] = []
 
     for row in rows:

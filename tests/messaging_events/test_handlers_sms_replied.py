@@ -4,7 +4,7 @@ import pytest
 
 from crm.models import Activity, ActivityType, ConsentChange, PendingScoreRefresh, Profile
 from crm.services.engagement import engagement_pending_drain
-from crm.services.messages import sms_opt_out_keyword
+from crm.services.sms_keywords import sms_opt_out_keyword
 from tests.factories import at, contact_created_job, contact_preference_updated_job, process, sms_replied_job
 
 pytestmark = pytest.mark.django_db

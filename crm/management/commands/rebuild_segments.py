@@ -8,6 +8,7 @@ from tqdm import tqdm
 from crm.management.arguments import require_positive, require_tenant
 from crm.management.commands.refresh_engagement_scores import profile_pk_chunks
 from crm.models import Profile, Segment, SegmentMembership
+from crm.services.segments import segment_membership_refresh, segment_rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options) -> None:
-        from crm.services.segments import segment_membership_refresh, segment_rebuild
-
         tenant = options["tenant"]
         require_tenant(tenant)
         require_positive("--chunk-size", options["chunk_size"])

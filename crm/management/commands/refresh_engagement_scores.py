@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from crm.management.arguments import require_positive, require_tenant
 from crm.models import Profile
+from crm.services.engagement import engagement_score_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options) -> None:
-        from crm.services.engagement import engagement_score_refresh
-
         tenant = options["tenant"]
         require_tenant(tenant)
         require_positive("--chunk-size", options["chunk_size"])

@@ -13,6 +13,8 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config.celery_app import app
+
 logger = logging.getLogger(__name__)
 
 LOCAL_BASIC_AUTH = "admin:admin"
@@ -38,8 +40,6 @@ def flower_basic_auth() -> str:
 
 def wait_for_workers(timeout_s: float, interval_s: float = 2.0) -> bool:
     """True once a worker answers `inspect ping`, False after `timeout_s` (Flower then starts anyway)."""
-    from config.celery_app import app
-
     deadline = time.monotonic() + timeout_s
     attempt = 0
     while True:
