@@ -1,6 +1,7 @@
 """Thin Celery tasks: they hand events to the inbox service and own only retry and failure policy."""
 
 import logging
+from dataclasses import asdict
 
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
@@ -53,8 +54,7 @@ def _apply_or_retry(task, jobs: list[BridgedJob], replay: bool) -> dict[str, int
         if task.request.retries < settings.EVENT_TASK_MAX_RETRIES:
             countdown = _retry_countdown(task.request.retries)
             logger.warning("batch_retry events=%d countdown=%ds", len(failed_jobs), countdown)
-            queue = (task.request.delivery_info or {}).get("routing_key") or "normal"
-            raise task.retry(args=[failed_jobs], kwargs={"replay": replay}, countdown=countdown, queue=queue)
+            raise task.retry(args=[failed_jobs], kwargs={"replay": replay}, countdown=countdown, queue=_queue_of(task))
         try:
             for job, error in result.transient:
                 inbox.record_failure(job, f"gave up after {task.request.retries} retries: {error}")
@@ -62,16 +62,20 @@ def _apply_or_retry(task, jobs: list[BridgedJob], replay: bool) -> dict[str, int
             # The database is still unreachable, so not even the failure can be recorded. Keep the
             # events in the broker and try again at the longest backoff: acknowledging now would lose them.
             logger.error("batch_unrecordable events=%d; retrying until the database answers", len(failed_jobs))
-            queue = (task.request.delivery_info or {}).get("routing_key") or "normal"
             raise task.retry(
                 args=[failed_jobs],
                 kwargs={"replay": replay},
                 countdown=settings.EVENT_TASK_RETRY_BACKOFF_MAX_S,
-                queue=queue,
+                queue=_queue_of(task),
                 max_retries=None,
             ) from None
         result.statuses["failed"] = result.statuses.get("failed", 0) + len(result.transient)
     return result.statuses
+
+
+def _queue_of(task) -> str:
+    """The queue the running batch came from, where its retry goes too."""
+    return (task.request.delivery_info or {}).get("routing_key") or "normal"
 
 
 def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int = 0) -> None:
@@ -86,13 +90,7 @@ def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republish
 def reconcile_inflight_batches() -> dict[str, int]:
     """Publish again the batches the broker lost (see `services.inflight`)."""
     report = inflight.reconcile(publish_batch)
-    return {
-        "candidates": report.candidates,
-        "queued": report.queued,
-        "unacked": report.unacked,
-        "suspects": report.suspects,
-        "republished": len(report.republished),
-    }
+    return {**asdict(report), "republished": len(report.republished)}
 
 
 @shared_task(name="messaging_events.unpark_contact_events")

@@ -115,7 +115,7 @@ def reconcile(republish: Republish, *, now: float | None = None) -> ReconcileRep
     )
     candidates = {_text(task_id): score for task_id, score in rows}
     report.candidates = len(candidates)
-    previous_suspects = {_text(k): float(v) for k, v in client.hgetall(SUSPECTS_KEY).items()}
+    previous_suspects = {_text(task_id) for task_id in client.hkeys(SUSPECTS_KEY)}
     if not candidates:
         if previous_suspects:
             client.delete(SUSPECTS_KEY)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from messaging_events import broker
 from messaging_events.contract.jobs import parse_job
 from messaging_events.models import InboundEvent
 
@@ -39,7 +40,7 @@ def unacked_batches() -> dict[str, UnackedMessage]:
     """Event batches delivered to a worker and not yet acknowledged, by task id."""
     client = _broker()
     try:
-        raw = client.hgetall("unacked")
+        raw = client.hgetall(broker.unacked_key())
     finally:
         client.close()
     batches = {}
