@@ -78,12 +78,14 @@ def _queue_of(task) -> str:
     return (task.request.delivery_info or {}).get("routing_key") or "normal"
 
 
-def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int = 0) -> None:
+def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int = 0) -> int:
     """The one way the bridge's batches enter Celery: recorded in the in-flight register first, so a
-    message the broker loses is found and published again (`reconcile_inflight_batches`)."""
-    inflight.track(task_id, queue, jobs, republished=republished)
+    message the broker loses is found and published again (`reconcile_inflight_batches`). Returns the
+    messages that were already waiting in the queue."""
+    waiting = inflight.track(task_id, queue, jobs, republished=republished)
     # No kombu-level retry: the bridge's batcher owns retry and backoff, and keeps the jobs meanwhile.
     apply_event_batch.apply_async(args=[jobs], queue=queue, routing_key=queue, task_id=task_id, retry=False)
+    return waiting
 
 
 @shared_task(name="messaging_events.reconcile_inflight_batches")

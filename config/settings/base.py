@@ -161,6 +161,9 @@ BULLMQ_KEEP_COMPLETED = env.int("BULLMQ_KEEP_COMPLETED", default=10_000)
 # --- Bridge ---------------------------------------------------------------
 BRIDGE_BATCH_SIZE = env.int("BRIDGE_BATCH_SIZE", default=32)
 BRIDGE_LINGER_MS = env.int("BRIDGE_LINGER_MS", default=20)
+# While the workers are behind (the last publish found messages waiting in the queue), normal and low
+# batches wait up to this long to fill: a worker's cost is mostly per message (docs/performance.md).
+BRIDGE_BACKLOG_LINGER_MS = env.int("BRIDGE_BACKLOG_LINGER_MS", default=250)
 BRIDGE_CONCURRENCY = env.int("BRIDGE_CONCURRENCY", default=64)
 BRIDGE_MAX_JOB_BYTES = env.int("BRIDGE_MAX_JOB_BYTES", default=64 * 1024)
 BRIDGE_PUBLISH_RETRY_MAX_S = env.float("BRIDGE_PUBLISH_RETRY_MAX_S", default=10.0)

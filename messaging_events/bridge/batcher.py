@@ -4,11 +4,19 @@ A job's processor awaits its batch's publication: BullMQ completes the job only 
 its Celery message is in the broker. When the broker is down the batch is retried with
 exponential backoff, for as long as it takes; the jobs stay active (their locks are
 renewed by the bullmq Worker) and are never dropped.
+
+How long a batch waits to fill: `linger_s` while the workers keep up, `backlog_linger_s` while
+the last publish found messages already waiting in the queue. A worker pays a fixed cost per
+Celery message (one transaction and about eight statements whatever the batch size), so while it
+is behind, a fuller batch costs it less and delays nothing: the jobs would only have waited in the
+queue instead. Lingering stops as soon as every BullMQ slot the bridge has is held (`Slots`),
+because then no further job can arrive to fill the batch.
 """
 
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,8 +28,35 @@ from messaging_events.contract.jobs import BridgedJob
 
 logger = logging.getLogger(__name__)
 
-# (queue, jobs, batch id): the id is the batch's Celery task id, the same on every attempt to publish it.
-Publish = Callable[[str, list[BridgedJob], str], Awaitable[None]]
+# (queue, jobs, batch id) -> the messages already waiting in that queue when the batch went in (None:
+# not known). The id is the batch's Celery task id, the same on every attempt to publish it.
+Publish = Callable[[str, list[BridgedJob], str], Awaitable[int | None]]
+
+
+class Slots:
+    """The bridge's BullMQ concurrency, shared by its batchers. A job holds a slot from its submit
+    until its batch is in the broker; when every slot is held no job can arrive to fill a batch."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.held = 0
+        self._batchers: list[Batcher] = []
+
+    @property
+    def full(self) -> bool:
+        return self.held >= self.capacity
+
+    def join(self, batcher: "Batcher") -> None:
+        self._batchers.append(batcher)
+
+    def take(self) -> None:
+        self.held += 1
+        if self.full:
+            for batcher in self._batchers:
+                batcher.publish_pending()
+
+    def give_back(self) -> None:
+        self.held -= 1
 
 
 @dataclass
@@ -39,6 +74,8 @@ class Batcher:
         *,
         max_size: int,
         linger_s: float,
+        backlog_linger_s: float | None = None,
+        slots: Slots | None = None,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 10.0,
     ) -> None:
@@ -46,11 +83,16 @@ class Batcher:
         self._publish = publish
         self.max_size = max(1, max_size)
         self.linger_s = linger_s
+        self.backlog_linger_s = linger_s if backlog_linger_s is None else max(linger_s, backlog_linger_s)
+        self._slots = slots if slots is not None else Slots(sys.maxsize)  # alone: only max_size and linger
+        self._slots.join(self)
+        self.queue_backlog = 0  # messages waiting in the Celery queue at the last publish
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._flush_now = False
+        self._publish_pending = False
         self._task: asyncio.Task | None = None
         self.published_jobs = 0
         self.published_batches = 0
@@ -64,14 +106,36 @@ class Batcher:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def current_linger_s(self) -> float:
+        return self.backlog_linger_s if self.queue_backlog > 0 else self.linger_s
+
+    def publish_pending(self) -> None:
+        """Publish what is pending now, without waiting out the linger (every slot is held)."""
+        if self._pending:
+            self._publish_pending = True
+            self._wakeup.set()
+
     async def submit(self, job: BridgedJob) -> None:
         """Returns once the job's batch is in the broker."""
         loop = asyncio.get_running_loop()
         entry = _Pending(job, loop.create_future(), loop.time())
         self._pending.append(entry)
+        self._slots.take()
         if len(self._pending) == 1 or len(self._pending) >= self.max_size:
             self._wakeup.set()
-        await entry.done
+        try:
+            await entry.done
+        finally:
+            self._slots.give_back()
+
+    def _may_linger(self, now: float) -> bool:
+        return (
+            len(self._pending) < self.max_size
+            and not self._flush_now
+            and not self._publish_pending
+            and self._pending[0].arrived_at + self.current_linger_s > now
+        )
 
     def flush_now(self) -> None:
         """From now on, publish without lingering: used at shutdown."""
@@ -85,16 +149,17 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if len(self._pending) < self.max_size and not self._flush_now:
-                remaining = self._pending[0].arrived_at + self.linger_s - loop.time()
-                if remaining > 0:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
-                    if len(self._pending) < self.max_size and self._pending[0].arrived_at + self.linger_s > loop.time():
-                        continue
+            if self._may_linger(loop.time()):
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wakeup.wait(), self._pending[0].arrived_at + self.current_linger_s - loop.time()
+                    )
+                if self._may_linger(loop.time()):
+                    continue
             batch = self._pending[: self.max_size]
             del self._pending[: self.max_size]
+            self._publish_pending = False
             await self._publish_until_done(batch)
 
     async def _publish_until_done(self, batch: list[_Pending]) -> None:
@@ -104,7 +169,7 @@ class Batcher:
         while True:
             started = time.perf_counter()
             try:
-                await self._publish(self.queue, jobs, batch_id)
+                backlog = await self._publish(self.queue, jobs, batch_id)
                 break
             except Exception as exc:
                 self.publish_failures += 1
@@ -128,6 +193,7 @@ class Batcher:
         self._failing = False
         if self.publish_failures and delay > self.retry_initial_s:
             logger.info("broker_publish_recovered", extra={"queue": self.queue, "jobs": len(jobs)})
+        self.queue_backlog = backlog or 0
         self.published_jobs += len(jobs)
         self.published_batches += 1
         for entry in batch:

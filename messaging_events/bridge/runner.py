@@ -22,7 +22,7 @@ from redis import RedisError
 
 from messaging_events import error_tracking, metrics
 from messaging_events.bridge import metrics as bridge_metrics
-from messaging_events.bridge.batcher import Batcher, Publish
+from messaging_events.bridge.batcher import Batcher, Publish, Slots
 from messaging_events.bridge.publisher import CeleryPublisher
 from messaging_events.bridge.watch import ConnectionWatch
 from messaging_events.connections import describe_error
@@ -34,7 +34,7 @@ from messaging_events.contract.jobs import (
     parse_job,
     unreadable_job,
 )
-from messaging_events.contract.routing import QUEUE_ORDER, event_type_from_name
+from messaging_events.contract.routing import QUEUE_ORDER, Priority, event_type_from_name
 from messaging_events.services.inbox import OVERSIZED_MARKER, UNDECODABLE_MARKER
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class BridgeConfig:
     prefix: str
     batch_size: int
     linger_s: float
+    backlog_linger_s: float
     concurrency: int
     max_job_bytes: int
     lock_duration_ms: int
@@ -71,6 +72,7 @@ class BridgeConfig:
             prefix=settings.BULLMQ_PREFIX,
             batch_size=settings.BRIDGE_BATCH_SIZE,
             linger_s=settings.BRIDGE_LINGER_MS / 1000,
+            backlog_linger_s=settings.BRIDGE_BACKLOG_LINGER_MS / 1000,
             concurrency=settings.BRIDGE_CONCURRENCY,
             max_job_bytes=settings.BRIDGE_MAX_JOB_BYTES,
             lock_duration_ms=settings.BULLMQ_LOCK_DURATION_MS,
@@ -161,12 +163,16 @@ class Bridge:
         self.config = config
         self._publisher = CeleryPublisher() if publish is None else None
         publish = publish or self._publisher.publish
+        slots = Slots(config.concurrency)
         self.batchers = {
             priority.value: Batcher(
                 priority.value,
                 publish,
                 max_size=config.batch_size,
                 linger_s=config.linger_s,
+                # Consent waits for nobody: a high batch never lingers longer behind a backlog.
+                backlog_linger_s=config.linger_s if priority is Priority.HIGH else config.backlog_linger_s,
+                slots=slots,
                 retry_max_s=config.retry_max_s,
             )
             for priority in QUEUE_ORDER
@@ -241,6 +247,7 @@ class Bridge:
                 "prefix": self.config.prefix,
                 "batch_size": self.config.batch_size,
                 "linger_ms": int(self.config.linger_s * 1000),
+                "backlog_linger_ms": int(self.config.backlog_linger_s * 1000),
                 "concurrency": self.config.concurrency,
             },
         )

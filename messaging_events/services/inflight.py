@@ -47,7 +47,7 @@ HEAD_PROBE = 50
 class Republish(Protocol):
     """Tracks the batch again (`track`) and publishes it under the same task id."""
 
-    def __call__(self, jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int) -> None: ...
+    def __call__(self, jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int) -> object: ...
 
 
 _client: redis.Redis | None = None
@@ -60,13 +60,18 @@ def _redis() -> redis.Redis:
     return _client
 
 
-def track(task_id: str, queue: str, jobs: list[BridgedJob], *, republished: int = 0) -> None:
-    """Record a batch about to be published. Raises when the broker's Redis does not answer, so
-    the caller publishes nothing it has not recorded."""
+def track(task_id: str, queue: str, jobs: list[BridgedJob], *, republished: int = 0) -> int:
+    """Record a batch about to be published, and return how many messages are waiting in its queue
+    (read in the same round trip; the bridge batches more while the workers are behind). Raises when
+    the broker's Redis does not answer, so the caller publishes nothing it has not recorded."""
     body = json.dumps({"queue": queue, "jobs": jobs, "republished": republished}, separators=(",", ":"))
     with _redis().pipeline(transaction=True) as pipe:
         pipe.zadd(REGISTER_KEY, {task_id: time.time()}).hset(BATCHES_KEY, task_id, body)
-        pipe.hset(QUEUES_KEY, task_id, queue).execute()
+        pipe.hset(QUEUES_KEY, task_id, queue)
+        for key in broker.queue_keys(queue):
+            pipe.llen(key)
+        replies = pipe.execute()
+    return sum(replies[3:])
 
 
 def forget(task_id: str | None) -> None:

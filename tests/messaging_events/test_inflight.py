@@ -82,6 +82,14 @@ def test_a_published_batch_is_tracked_until_its_task_returns(broker_redis) -> No
     assert broker_redis.hlen(inflight.BATCHES_KEY) == broker_redis.hlen(inflight.QUEUES_KEY) == 0
 
 
+def test_publishing_reports_the_messages_already_waiting_in_the_queue(broker_redis) -> None:
+    """The bridge lingers longer while this is above zero (messaging_events.bridge.batcher)."""
+    assert [publish_batch(_jobs(f"w{n}"), queue="low", task_id=f"task-w{n}") for n in range(3)] == [0, 1, 2]
+    broker_redis.lpush(broker.queue_keys("low")[-1], b"{}")  # a message on a priority step's list counts too
+    assert publish_batch(_jobs("w3"), queue="low", task_id="task-w3") == 4
+    assert publish_batch(_jobs("n0"), queue="normal", task_id="task-n0") == 0  # each queue its own backlog
+
+
 def test_a_batch_the_broker_lost_is_published_again_after_two_passes(broker_redis) -> None:
     jobs = _jobs("lost")
     publish_batch(jobs, queue="normal", task_id="task-lost")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from messaging_events.bridge.batcher import Batcher
+from messaging_events.bridge.batcher import Batcher, Slots
 from messaging_events.bridge.runner import Bridge, BridgeConfig
 from tests.messaging_events.samples import contact_job, contact_payloads, message_job, message_payloads
 
@@ -24,8 +24,9 @@ class FakeBroker:
         self.batch_ids: list[str] = []  # one per attempt, failed ones included
         self.failures = failures
         self.gate: asyncio.Event | None = None
+        self.waiting = 0  # what the broker reports as already waiting in the queue
 
-    async def publish(self, queue: str, jobs: list[Any], batch_id: str) -> None:
+    async def publish(self, queue: str, jobs: list[Any], batch_id: str) -> int:
         self.calls.append(time.monotonic())
         self.batch_ids.append(batch_id)
         if self.gate is not None:
@@ -34,6 +35,7 @@ class FakeBroker:
             self.failures -= 1
             raise ConnectionError("broker unreachable")
         self.batches.append((queue, list(jobs)))
+        return self.waiting
 
 
 def run(coro):
@@ -186,6 +188,76 @@ def test_flush_now_publishes_without_lingering() -> None:
     assert run(go()) < 1.0
 
 
+async def _arrive_every(batcher: Batcher, ids: range, gap_s: float) -> None:
+    """Jobs arriving one by one, as a steady flow from BullMQ does; returns when all are published."""
+    submitted = []
+    for i in ids:
+        submitted.append(asyncio.ensure_future(batcher.submit({"id": i})))
+        await asyncio.sleep(gap_s)
+    await asyncio.gather(*submitted)
+
+
+def test_while_the_queue_has_a_backlog_batches_linger_longer_and_fill() -> None:
+    async def go() -> list[int]:
+        broker = FakeBroker()
+        batcher = Batcher("low", broker.publish, max_size=8, linger_s=0.01, backlog_linger_s=5.0)
+        batcher.start()
+        await batcher.submit({"id": "first"})  # the workers keep up: published after the short linger
+        broker.waiting = 3  # from now on the broker reports messages waiting
+        await batcher.submit({"id": "second"})  # this publish reads the backlog
+        await _arrive_every(batcher, range(16), 0.02)
+        return [len(jobs) for _, jobs in broker.batches]
+
+    sizes = run(go())
+    # Behind a backlog a batch fills to max_size, which at one job per 20 ms the 10 ms linger never would.
+    assert sizes == [1, 1, 8, 8]
+
+
+def test_without_a_backlog_the_short_linger_holds() -> None:
+    async def go() -> list[int]:
+        broker = FakeBroker()
+        batcher = Batcher("low", broker.publish, max_size=8, linger_s=0.01, backlog_linger_s=5.0)
+        batcher.start()
+        await _arrive_every(batcher, range(6), 0.05)
+        return [len(jobs) for _, jobs in broker.batches]
+
+    assert run(go()) == [1] * 6
+
+
+def test_a_full_set_of_slots_ends_every_linger() -> None:
+    """With every BullMQ slot held by a pending job no job can arrive, so waiting could only stall."""
+
+    async def go() -> tuple[float, list[tuple[str, int]]]:
+        broker = FakeBroker()
+        broker.waiting = 5
+        slots = Slots(4)
+        low = Batcher("low", broker.publish, max_size=10, linger_s=30.0, backlog_linger_s=30.0, slots=slots)
+        normal = Batcher("normal", broker.publish, max_size=10, linger_s=30.0, backlog_linger_s=30.0, slots=slots)
+        low.start()
+        normal.start()
+        started = time.monotonic()
+        submitted = [asyncio.ensure_future(low.submit({"id": i})) for i in range(2)]
+        await asyncio.sleep(0.1)
+        assert broker.batches == []  # lingering: 2 of 4 slots held
+        submitted += [asyncio.ensure_future(normal.submit({"id": i})) for i in range(2)]
+        await asyncio.gather(*submitted)
+        assert slots.held == 0
+        return time.monotonic() - started, sorted((queue, len(jobs)) for queue, jobs in broker.batches)
+
+    elapsed, batches = run(go())
+    assert elapsed < 2.0
+    assert batches == [("low", 2), ("normal", 2)]
+
+
+def test_the_bridge_lets_only_normal_and_low_linger_behind_a_backlog() -> None:
+    bridge = Bridge(_config(linger_s=0.02, backlog_linger_s=0.3), publish=FakeBroker().publish)
+    assert {name: (b.linger_s, b.backlog_linger_s) for name, b in bridge.batchers.items()} == {
+        "high": (0.02, 0.02),
+        "normal": (0.02, 0.3),
+        "low": (0.02, 0.3),
+    }
+
+
 def _config(**changes: Any) -> BridgeConfig:
     base = {
         "redis_url": "redis://127.0.0.1:1/1",
@@ -194,6 +266,7 @@ def _config(**changes: Any) -> BridgeConfig:
         "prefix": "bull",
         "batch_size": 10,
         "linger_s": 0.01,
+        "backlog_linger_s": 0.01,
         "concurrency": 10,
         "max_job_bytes": 2000,
         "lock_duration_ms": 5000,
