@@ -90,6 +90,16 @@ def test_publishing_reports_the_messages_already_waiting_in_the_queue(broker_red
     assert publish_batch(_jobs("n0"), queue="normal", task_id="task-n0") == 0  # each queue its own backlog
 
 
+def test_a_batch_message_shows_a_summary_not_the_contacts_data(broker_redis) -> None:
+    jobs = [*_jobs("s1"), {**_jobs("s2")[0], "id": "job-s2", "name": "contact.deleted"}]
+    publish_batch(jobs, queue="normal", task_id="task-summary")
+    headers = json.loads(broker_redis.lindex("normal", 0))["headers"]
+    assert headers["argsrepr"] == "2 jobs [job-s1..job-s2]: 1 contact.created, 1 contact.deleted"
+    email = jobs[0]["data"]["payload"]["email"]
+    assert email in json.dumps(jobs)
+    assert email not in json.dumps(headers)  # what Flower shows carries no contact data
+
+
 def test_a_batch_the_broker_lost_is_published_again_after_two_passes(broker_redis) -> None:
     jobs = _jobs("lost")
     publish_batch(jobs, queue="normal", task_id="task-lost")
