@@ -79,6 +79,6 @@ def test_a_preference_change() -> None:
     assert ConsentChange.objects.filter(profile=profile).count() == 3
     assert InboundEvent.objects.filter(status="applied").count() == 3
     # BEGIN, claim, savepoint, identity lock, resolution, profile lock and read, the contact's address
-    # history, consent state read, ledger, state, flag, activity, segments read, membership removed,
-    # release, close the row, COMMIT (was 22)
-    assert len(queries) == 17
+    # history, consent state read, ledger, state and flag in one statement, activity, segments read,
+    # membership removed, release, close the row, COMMIT (was 22, then 17)
+    assert len(queries) == 16
