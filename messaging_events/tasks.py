@@ -83,7 +83,7 @@ def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republish
     message the broker loses is found and published again (`reconcile_inflight_batches`)."""
     inflight.track(task_id, queue, jobs, republished=republished)
     # No kombu-level retry: the bridge's batcher owns retry and backoff, and keeps the jobs meanwhile.
-    apply_event_batch.apply_async(args=[jobs], queue=queue, routing_key=queue, task_id=task_id, retry=False)
+    apply_event_batch.apply_async(args=(jobs,), queue=queue, routing_key=queue, task_id=task_id, retry=False)
 
 
 @shared_task(name="messaging_events.reconcile_inflight_batches")
