@@ -50,7 +50,7 @@ from crm.services.segments import segment_membership_refresh
 TIEBREAK_MAX = 160
 # At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
 # person's own reply, then our bounce automation, then the Messaging service's synced state.
-SOURCE_PRECEDENCE = {
+SOURCE_PRECEDENCE: dict[str, int] = {
     ConsentSource.MESSAGING_EVENT: 0,
     ConsentSource.BOUNCE_AUTOMATION: 1,
     ConsentSource.SMS_KEYWORD: 2,
@@ -215,16 +215,6 @@ def consent_statements_record(
             raise ApplicationError(f"unknown consent channel {channel!r}")
     if not channels:
         return {}
-    common = {
-        "occurred_at": occurred_at,
-        "source": source,
-        "source_key": source_key,
-        "source_event_id": source_event_id,
-        "actor_id": actor_id,
-        "lawful_basis": lawful_basis,
-        "contact_id": contact_id,
-        "received_at": received_at,
-    }
     tiebreak = consent_tiebreak(source=source, source_key=source_key, occurred_at=occurred_at)
     current = current if current is not None else profile_lock_addresses(profile_id=profile.pk)
     stated = _statement_addresses(
@@ -257,7 +247,14 @@ def consent_statements_record(
                 opt_ins={channel: opt_ins[channel]},
                 addresses={channel: addresses.get(channel)},
                 current=current,
-                **common,
+                occurred_at=occurred_at,
+                source=source,
+                source_key=source_key,
+                source_event_id=source_event_id,
+                actor_id=actor_id,
+                lawful_basis=lawful_basis,
+                contact_id=contact_id,
+                received_at=received_at,
             )
         return results
     warning = _clock_warning(occurred_at=occurred_at, received_at=received_at)[:300]
@@ -431,9 +428,13 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
     stale: list[int] = []
     for activity in existing:
         change_id = (activity.data or {}).get("consent_change_id")
-        change = wanted.get(change_id)
-        if change is not None and change_id not in keep and activity.type == _activity_type(change.opted_in):
-            keep.add(change_id)
+        wanted_change = wanted.get(change_id) if change_id is not None else None
+        if (
+            wanted_change is not None
+            and wanted_change.pk not in keep
+            and activity.type == _activity_type(wanted_change.opted_in)
+        ):
+            keep.add(wanted_change.pk)
         else:
             stale.append(activity.pk)
     if stale:
@@ -496,14 +497,14 @@ def consent_follow_addresses(*, profile: Profile, contact_id: str = "", profile_
     """
     moved = False
     if contact_id:
-        inferred = ConsentChange.objects.filter(contact_id=contact_id, address_stated=False).only(
+        rows = ConsentChange.objects.filter(contact_id=contact_id, address_stated=False).only(
             "pk", "channel", "occurred_at", "address"
         )
-        inferred = [change for change in inferred if address_kind(change.channel) is not None]
-        kinds = {address_kind(change.channel) for change in inferred}
+        inferred = [(change, kind) for change in rows if (kind := address_kind(change.channel)) is not None]
+        kinds = {kind for _, kind in inferred}
         histories = contact_histories(contact_id=contact_id, kinds=kinds) if kinds else {}
-        for change in inferred:
-            address = address_as_of(histories[address_kind(change.channel)], change.occurred_at)
+        for change, kind in inferred:
+            address = address_as_of(histories[kind], change.occurred_at)
             if address != change.address:
                 ConsentChange.objects.filter(pk=change.pk).update(address=address)
                 moved = True
