@@ -20,7 +20,9 @@ APPS = ("crm", "messaging_events")
 KEPT = {"crm.Tenant", "crm.Segment"}  # configuration-like rows: shared, not multiplied
 
 
-def _label(model: type[models.Model]) -> str:
+def _label(model: type[models.Model] | str | None) -> str:
+    # Also given relations' `related_model`, typed as possibly "self" or None: on a loaded relation it is a class.
+    assert isinstance(model, type)
     return f"{model._meta.app_label}.{model.__name__}"
 
 
@@ -41,7 +43,7 @@ def _copied_models() -> list[type[models.Model]]:
 
 def _unique_sets(model: type[models.Model]) -> list[tuple[str, ...]]:
     meta = model._meta
-    sets = [(f.name,) for f in meta.local_fields if f.unique and not f.primary_key]
+    sets: list[tuple[str, ...]] = [(f.name,) for f in meta.local_fields if f.unique and not f.primary_key]
     sets += [tuple(names) for names in meta.unique_together]
     sets += [tuple(c.fields) for c in meta.constraints if isinstance(c, models.UniqueConstraint) and c.fields]
     return sets
@@ -76,12 +78,12 @@ def multiply(copies: int) -> dict[str, int]:
             for names in _unique_sets(model):
                 if shifted & set(names):
                     continue
-                texts = [n for n in names if isinstance(meta.get_field(n), models.CharField | models.TextField)]
+                texts = {n: f for n in names if isinstance(f := meta.get_field(n), models.CharField | models.TextField)}
                 if not texts:
                     impossible = True
                     break
-                plain = [n for n in texts if not meta.get_field(n).choices]  # never suffix an enum column
-                suffixed.add((plain or texts)[-1])
+                plain = [n for n, f in texts.items() if not f.choices]  # never suffix an enum column
+                suffixed.add((plain or list(texts))[-1])
             if impossible:
                 skipped.append(meta.db_table)
                 continue

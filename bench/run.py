@@ -31,9 +31,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import redis
+
+if TYPE_CHECKING:
+    from bench.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
@@ -110,7 +114,7 @@ class Bench:
         self.queue = os.environ.get("BULLMQ_QUEUE", "crm-events")
         self.sampler = RssSampler()
         self.sampler.start()
-        self.procs = []
+        self.procs: list[Proc] = []
         self.bridge_peaks: list[tuple[float, str]] = []
         self.worker_peaks: list[tuple[float, str]] = []
         self.results: dict = {}
@@ -523,6 +527,8 @@ class Bench:
                 if first_ts is not None and added >= flood_n and waiting == 0 and active == 0:
                     break
                 time.sleep(0.005)
+            if first_ts is None:
+                raise RuntimeError("the flood's first job did not reach BullMQ within 600 s")
             absorbed_at = now_s()
             publisher.wait(60)
             flood_absorb_s = absorbed_at - first_ts
@@ -562,13 +568,15 @@ class Bench:
                 stdout=subprocess.PIPE,
                 env=self.env,
             )
+            high_in = high_pub.stdin
+            assert high_in is not None  # stdin=PIPE
             t0 = time.monotonic()
             for i, job in enumerate(highs):
                 target = t0 + spread_s * i / max(high_n - 1, 1)
                 time.sleep(max(0.0, target - time.monotonic()))
-                high_pub.stdin.write((json.dumps(job) + "\n").encode())
-                high_pub.stdin.flush()
-            high_pub.stdin.close()
+                high_in.write((json.dumps(job) + "\n").encode())
+                high_in.flush()
+            high_in.close()
             high_pub.wait(60)
             high_filter = "AND event_type = 'contactPreference.updated'"
             high_done = self.wait_applied(base, high_n, 120, high_filter)
