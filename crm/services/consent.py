@@ -24,6 +24,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -183,6 +184,19 @@ def consent_statement_record(
     )[channel]
 
 
+class _StatementContext(TypedDict):
+    """What the statements of one event share: `consent_statements_record`'s keyword arguments of that name."""
+
+    occurred_at: datetime
+    source: str
+    source_key: str
+    source_event_id: int | None
+    actor_id: int | None
+    lawful_basis: str
+    contact_id: str
+    received_at: datetime | None
+
+
 @transaction.atomic(savepoint=False)
 def consent_statements_record(
     *,
@@ -215,6 +229,16 @@ def consent_statements_record(
             raise ApplicationError(f"unknown consent channel {channel!r}")
     if not channels:
         return {}
+    common: _StatementContext = {
+        "occurred_at": occurred_at,
+        "source": source,
+        "source_key": source_key,
+        "source_event_id": source_event_id,
+        "actor_id": actor_id,
+        "lawful_basis": lawful_basis,
+        "contact_id": contact_id,
+        "received_at": received_at,
+    }
     tiebreak = consent_tiebreak(source=source, source_key=source_key, occurred_at=occurred_at)
     current = current if current is not None else profile_lock_addresses(profile_id=profile.pk)
     stated = _statement_addresses(
@@ -247,14 +271,7 @@ def consent_statements_record(
                 opt_ins={channel: opt_ins[channel]},
                 addresses={channel: addresses.get(channel)},
                 current=current,
-                occurred_at=occurred_at,
-                source=source,
-                source_key=source_key,
-                source_event_id=source_event_id,
-                actor_id=actor_id,
-                lawful_basis=lawful_basis,
-                contact_id=contact_id,
-                received_at=received_at,
+                **common,
             )
         return results
     warning = _clock_warning(occurred_at=occurred_at, received_at=received_at)[:300]
