@@ -25,10 +25,12 @@ bench:
 bench-quick:
 	BENCH_QUICK=1 bash scripts/bench.sh
 
-# ruff, then the import contracts of pyproject.toml ([tool.importlinter], docs/architecture.md).
+# ruff (with its complexity rules), the import contracts of pyproject.toml ([tool.importlinter],
+# docs/architecture.md), then mypy ([tool.mypy]; docs/testing.md, "What make lint checks").
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 	.venv/bin/lint-imports --no-logo --no-cache
+	.venv/bin/mypy
 
 fmt:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

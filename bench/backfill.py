@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 TENANTS = 4
 
@@ -84,7 +85,7 @@ def prefill(rows: int) -> float:
     return time.monotonic() - started
 
 
-def _timed_import(path: Path, **options: object) -> tuple[float, dict]:
+def _timed_import(path: Path, **options: Any) -> tuple[float, dict]:
     from crm.services.backfill import contacts_backfill
 
     started = time.perf_counter()

@@ -5,13 +5,18 @@ figure is the pipeline's ceiling without CRM work: bridge, Celery, and the inbox
 Never used by the figures that the targets judge.
 """
 
+from typing import Any
+
+from messaging_events.contract.jobs import Event
 from messaging_events.contract.routing import EventType
 from messaging_events.handlers import HANDLERS
+from messaging_events.models import InboundEventStatus
 from messaging_events.outcomes import Outcome
 
 
-def _record_only(event, row) -> Outcome:
-    return Outcome.applied(None, note="inbox-only benchmark")
+def _record_only(event: Event[Any], row: int) -> Outcome:
+    # Applied without a tenant, which no real handler reports (`Outcome.applied` requires one).
+    return Outcome(InboundEventStatus.APPLIED, None, "inbox-only benchmark")
 
 
 for _event_type in EventType:

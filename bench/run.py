@@ -31,9 +31,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import redis
+
+if TYPE_CHECKING:
+    from bench.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
@@ -110,7 +114,7 @@ class Bench:
         self.queue = os.environ.get("BULLMQ_QUEUE", "crm-events")
         self.sampler = RssSampler()
         self.sampler.start()
-        self.procs = []
+        self.procs: list[Proc] = []
         self.bridge_peaks: list[tuple[float, str]] = []
         self.worker_peaks: list[tuple[float, str]] = []
         self.results: dict = {}
@@ -482,7 +486,9 @@ class Bench:
             self.results[key] = figures[key]
         log.info("  backfill: %s", figures)
 
-    def run_priority(self, contacts, tag: str) -> None:
+    # One timed phase read top to bottom (flood, absorb, spread the high events, wait): issue 15 splits the
+    # bench into a module per phase, which is where this one gets its parts.
+    def run_priority(self, contacts, tag: str) -> None:  # noqa: PLR0915
         from bench import stream
 
         record = self.phase("priority")
@@ -523,6 +529,8 @@ class Bench:
                 if first_ts is not None and added >= flood_n and waiting == 0 and active == 0:
                     break
                 time.sleep(0.005)
+            if first_ts is None:
+                raise RuntimeError("the flood's first job did not reach BullMQ within 600 s")
             absorbed_at = now_s()
             publisher.wait(60)
             flood_absorb_s = absorbed_at - first_ts
@@ -562,13 +570,15 @@ class Bench:
                 stdout=subprocess.PIPE,
                 env=self.env,
             )
+            high_in = high_pub.stdin
+            assert high_in is not None  # stdin=PIPE
             t0 = time.monotonic()
             for i, job in enumerate(highs):
                 target = t0 + spread_s * i / max(high_n - 1, 1)
                 time.sleep(max(0.0, target - time.monotonic()))
-                high_pub.stdin.write((json.dumps(job) + "\n").encode())
-                high_pub.stdin.flush()
-            high_pub.stdin.close()
+                high_in.write((json.dumps(job) + "\n").encode())
+                high_in.flush()
+            high_in.close()
             high_pub.wait(60)
             high_filter = "AND event_type = 'contactPreference.updated'"
             high_done = self.wait_applied(base, high_n, 120, high_filter)
@@ -634,7 +644,7 @@ class Bench:
     # --- the run -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        from bench import prefill, stream
+        from bench import stream
 
         started = time.monotonic()
         self.details["load_at_start"] = [round(x, 2) for x in os.getloadavg()]
@@ -646,6 +656,47 @@ class Bench:
         if PG_STATS:
             self.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         contacts, tenants = SIZES["contacts"], SIZES["tenants"]
+        paths, size = self.write_streams(contacts, tenants)
+        n = SIZES["drain_n"]
+        try:
+            if "node_noop" in PHASES:
+                self.run_node_noop(paths["drain"], n)
+            if "bridge_drain" in PHASES:
+                self.run_bridge_drain(paths["drain"], n)
+            if "e2e" in PHASES:
+                self.truncate()
+                self.results["end_to_end_events_per_s"] = self.run_e2e("e2e", paths["stream_a"], size)
+                self.details["phases"]["e2e"]["crm_rows_after"] = self.crm_counts()
+            if "e2e_campaign" in PHASES:
+                self.run_campaign(paths, contacts, size)
+            if "inprocess" in PHASES:
+                self.run_inprocess()
+            if "e2e_per_event" in PHASES:
+                self.truncate()
+                self.results["end_to_end_per_event_mode_events_per_s"] = self.run_e2e(
+                    "e2e_per_event", paths["stream_a"], size, {"BRIDGE_BATCH_SIZE": "1"}
+                )
+            if "scaling" in PHASES:
+                self.run_scaling(paths, contacts, size)
+            if "priority" in PHASES:
+                if "scaling" not in PHASES:  # the flood's contacts are stream b's: apply it first
+                    self.run_e2e("priority_seed", paths["stream_b"], size)
+                # The flood and the consent changes name contacts the CRM knows (stream b's, as far as applied).
+                known = self.known_contacts("b", contacts)
+                self.details["phases"].setdefault("priority_contacts", {})["known"] = len(known)
+                self.run_priority(known or stream.contacts_of(contacts, tenants, "b"), tag="flood")
+            if "backfill" in PHASES:
+                self.run_backfill()
+        finally:
+            self.stop_all()
+            self.sampler.stop()
+        self.finish(time.monotonic() - started)
+        return 0
+
+    def write_streams(self, contacts: int, tenants: int) -> tuple[dict[str, Path], int]:
+        """Streams a and b and the drain sample, written as JSONL: their paths, and stream a's length."""
+        from bench import stream
+
         stream_a = stream.generate(contacts, tenants, tag="a")
         stream_b = stream.generate(contacts, tenants, tag="b")
         drain_jobs = stream.sample(stream_a, SIZES["drain_n"])
@@ -665,65 +716,43 @@ class Bench:
         }
         for job in stream_a:
             self.details["stream_sizes"]["by_type"][job["name"]] += 1
-        n, size = SIZES["drain_n"], len(stream_a)
-        try:
-            if "node_noop" in PHASES:
-                self.run_node_noop(paths["drain"], n)
-            if "bridge_drain" in PHASES:
-                self.run_bridge_drain(paths["drain"], n)
-            if "e2e" in PHASES:
-                self.truncate()
-                self.results["end_to_end_events_per_s"] = self.run_e2e("e2e", paths["stream_a"], size)
-                self.details["phases"]["e2e"]["crm_rows_after"] = self.crm_counts()
-            if "e2e_campaign" in PHASES:
-                if "e2e" not in PHASES:  # the campaign goes to stream a's contacts: apply it first
-                    self.truncate()
-                    self.run_e2e("campaign_seed", paths["stream_a"], size)
-                known = self.known_contacts("a", contacts)
-                campaign = stream.campaign(known, tag="campaign")
-                paths["campaign"] = self.work / "campaign.jsonl"
-                stream.write_jsonl(campaign, str(paths["campaign"]))
-                self.details["stream_sizes"]["campaign_events"] = len(campaign)
-                self.details["stream_sizes"]["campaign_contacts"] = len(known)
-                self.results["end_to_end_campaign_events_per_s"] = self.run_e2e(
-                    "e2e_campaign", paths["campaign"], len(campaign)
-                )
-            if "inprocess" in PHASES:
-                self.run_inprocess()
-            if "e2e_per_event" in PHASES:
-                self.truncate()
-                self.results["end_to_end_per_event_mode_events_per_s"] = self.run_e2e(
-                    "e2e_per_event", paths["stream_a"], size, {"BRIDGE_BATCH_SIZE": "1"}
-                )
-            if "scaling" in PHASES:
-                record = self.phase("scaling_prefill")
-                if self.inbox_max_id() == 0:  # the stream's data, once, is what gets multiplied
-                    self.run_e2e("scaling_seed", paths["stream_a"], size)
-                t = time.monotonic()
-                # 10x the stream's data, whatever share of the stream the earlier phases applied in their budget.
-                profiles = self.sql("SELECT count(*) FROM crm_profile")[0][0]
-                wanted = SIZES["prefill_factor"] * contacts
-                copies = max(SIZES["prefill_factor"] - 1, -(-wanted // max(profiles, 1)) - 1)
-                record.update(profiles_before=profiles, target_profiles=wanted, copies=copies)
-                counts = prefill.multiply(copies)
-                prefill.vacuum_analyze()
-                record.update(seconds=round(time.monotonic() - t, 1), rows=counts)
-                log.info("  prefilled to %dx in %.1fs: %s", SIZES["prefill_factor"], record["seconds"], counts)
-                self.results["end_to_end_10x_events_per_s"] = self.run_e2e("scaling_10x", paths["stream_b"], size)
-            if "priority" in PHASES:
-                if "scaling" not in PHASES:  # the flood's contacts are stream b's: apply it first
-                    self.run_e2e("priority_seed", paths["stream_b"], size)
-                # The flood and the consent changes name contacts the CRM knows (stream b's, as far as applied).
-                known = self.known_contacts("b", contacts)
-                self.details["phases"].setdefault("priority_contacts", {})["known"] = len(known)
-                self.run_priority(known or stream.contacts_of(contacts, tenants, "b"), tag="flood")
-            if "backfill" in PHASES:
-                self.run_backfill()
-        finally:
-            self.stop_all()
-            self.sampler.stop()
-        self.finish(time.monotonic() - started)
-        return 0
+        return paths, len(stream_a)
+
+    def run_campaign(self, paths: dict[str, Path], contacts: int, size: int) -> None:
+        """End to end, a campaign's messages and engagement to stream a's contacts."""
+        from bench import stream
+
+        if "e2e" not in PHASES:  # the campaign goes to stream a's contacts: apply it first
+            self.truncate()
+            self.run_e2e("campaign_seed", paths["stream_a"], size)
+        known = self.known_contacts("a", contacts)
+        campaign = stream.campaign(known, tag="campaign")
+        paths["campaign"] = self.work / "campaign.jsonl"
+        stream.write_jsonl(campaign, str(paths["campaign"]))
+        self.details["stream_sizes"]["campaign_events"] = len(campaign)
+        self.details["stream_sizes"]["campaign_contacts"] = len(known)
+        self.results["end_to_end_campaign_events_per_s"] = self.run_e2e(
+            "e2e_campaign", paths["campaign"], len(campaign)
+        )
+
+    def run_scaling(self, paths: dict[str, Path], contacts: int, size: int) -> None:
+        """End to end, stream b over a CRM prefilled to `prefill_factor` times the stream's data."""
+        from bench import prefill
+
+        record = self.phase("scaling_prefill")
+        if self.inbox_max_id() == 0:  # the stream's data, once, is what gets multiplied
+            self.run_e2e("scaling_seed", paths["stream_a"], size)
+        t = time.monotonic()
+        # 10x the stream's data, whatever share of the stream the earlier phases applied in their budget.
+        profiles = self.sql("SELECT count(*) FROM crm_profile")[0][0]
+        wanted = SIZES["prefill_factor"] * contacts
+        copies = max(SIZES["prefill_factor"] - 1, -(-wanted // max(profiles, 1)) - 1)
+        record.update(profiles_before=profiles, target_profiles=wanted, copies=copies)
+        counts = prefill.multiply(copies)
+        prefill.vacuum_analyze()
+        record.update(seconds=round(time.monotonic() - t, 1), rows=counts)
+        log.info("  prefilled to %dx in %.1fs: %s", SIZES["prefill_factor"], record["seconds"], counts)
+        self.results["end_to_end_10x_events_per_s"] = self.run_e2e("scaling_10x", paths["stream_b"], size)
 
     def finish(self, seconds: float) -> None:
         r = self.results

@@ -8,6 +8,8 @@ other models, so they are scoped here too. A row outside the user's tenants answ
 exactly like a row that does not exist, so ids cannot be probed.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Model, QuerySet
@@ -16,6 +18,12 @@ from django.http import Http404, HttpRequest
 from crm.models import Tenant
 
 _CACHE_ATTR = "_crm_tenant_ids"
+
+if TYPE_CHECKING:
+    # The mixins below sit before a ModelAdmin (or an inline) in the bases: their `super()` is one.
+    AdminBase = admin.ModelAdmin[Any]
+else:
+    AdminBase = object
 
 
 def sees_all_tenants(user: object) -> bool:
@@ -88,7 +96,7 @@ class ScopedRelatedFieldListFilter(admin.RelatedFieldListFilter):
         super().__init__(field, request, params, model, model_admin, field_path)
 
 
-class TenantScopedAdminMixin:
+class TenantScopedAdminMixin(AdminBase):
     """Mix into a ModelAdmin or an inline. `tenant_path` overrides the lookup to the tenant."""
 
     tenant_path: str | None = None
@@ -128,7 +136,7 @@ class TenantScopedAdminMixin:
         return super().formfield_for_manytomany(db_field, request, **self._scope_choices(db_field, request, kwargs))
 
 
-class ReadOnlyForStaffMixin:
+class ReadOnlyForStaffMixin(AdminBase):
     """Event-derived records: only superusers may add, change or delete them."""
 
     def has_add_permission(self, request: HttpRequest, *args: object) -> bool:

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -181,7 +183,7 @@ class ConsentChange(models.Model):
         verb = "opt-in" if self.opted_in else "opt-out"
         return f"{self.channel} {verb} @ {self.occurred_at:%Y-%m-%d %H:%M} ({self.source})"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not kwargs.pop("allow_update", False):
             raise ValueError("The consent ledger is append-only.")
         super().save(*args, **kwargs)
@@ -270,7 +272,9 @@ class Segment(models.Model):
     required_consent_channel = models.CharField(max_length=16, choices=Channel.choices, blank=True, default="")
     min_engagement_score = models.FloatField(null=True, blank=True)
     require_verified_email = models.BooleanField(default=False)
-    members = models.ManyToManyField(Profile, through="SegmentMembership", related_name="segments")
+    members: "models.ManyToManyField[Profile, SegmentMembership]" = models.ManyToManyField(
+        Profile, through="SegmentMembership", related_name="segments"
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="segment_name_per_tenant")]

@@ -9,6 +9,7 @@ status in the list, a "with warnings" filter, and a table on the event's page.
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -116,7 +117,7 @@ class InboundEventAdmin(WideListMixin, ImmutableAdminMixin, ScopedModelAdmin):
         ),
     )
     # Every field shown is read-only: the inbox is a record.
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     @admin.display(description="key", ordering="id")
     def short_key(self, obj: InboundEvent) -> str:

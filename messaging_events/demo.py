@@ -144,6 +144,150 @@ def demo_segments_ensure(*, tenants: int = 3) -> int:
     return created
 
 
+def _follow_ups(
+    stream: _Stream, person: DemoContact, *, message_id: str, channel: str, sent_at: datetime, template_id: str
+) -> list[dict]:
+    """What became of one message: a bounce or a failure, or a delivery with opens and clicks, or a reply."""
+    rng = stream.rng
+    follow_ups: list[dict] = []
+    roll = rng.random()
+    if channel == "EMAIL" and roll < 0.1:
+        follow_ups.append(
+            stream.message_job(
+                "message.bounced",
+                person,
+                {
+                    "messageId": message_id,
+                    "bounceType": "hard" if rng.random() < 0.6 else "soft",
+                    "reason": "mailbox_not_found",
+                    "bouncedAt": _iso(sent_at + timedelta(seconds=10)),
+                },
+            )
+        )
+    elif roll < 0.15:
+        follow_ups.append(
+            stream.message_job(
+                "message.failed",
+                person,
+                {
+                    "messageId": message_id,
+                    "reason": "invalid_email" if channel == "EMAIL" else "invalid_number",
+                    "failedAt": _iso(sent_at + timedelta(seconds=5)),
+                },
+            )
+        )
+    else:
+        follow_ups.append(
+            stream.message_job(
+                "message.delivered",
+                person,
+                {"messageId": message_id, "deliveredAt": _iso(sent_at + timedelta(seconds=5))},
+            )
+        )
+        if channel == "EMAIL" and rng.random() < 0.6:
+            opened_at = sent_at + timedelta(minutes=rng.randrange(5, 600))
+            follow_ups.append(
+                stream.message_job(
+                    "email.opened",
+                    person,
+                    {
+                        "messageId": message_id,
+                        "campaignId": f"demo-campaign-{template_id}",
+                        "openedAt": _iso(opened_at),
+                        "deviceType": rng.choice(["mobile", "desktop"]),
+                        "userAgent": "Mozilla/5.0 (demo)",
+                    },
+                )
+            )
+            if rng.random() < 0.4:
+                follow_ups.append(
+                    stream.message_job(
+                        "email.clicked",
+                        person,
+                        {
+                            "messageId": message_id,
+                            "campaignId": f"demo-campaign-{template_id}",
+                            "linkId": f"link-{rng.randrange(1, 4)}",
+                            "linkUrl": f"https://example.com/offer?utm_source=crm&utm_medium=email"
+                            f"&utm_campaign={template_id}",
+                            "clickedAt": _iso(opened_at + timedelta(seconds=rng.randrange(5, 300))),
+                        },
+                    )
+                )
+        if channel == "SMS" and rng.random() < 0.5:
+            follow_ups.append(
+                stream.message_job(
+                    "sms.replied",
+                    person,
+                    {
+                        "originalMessageId": message_id,
+                        "replyText": rng.choice(["Yes please", "Thanks!", "STOP", "More info?"]),
+                        "repliedAt": _iso(sent_at + timedelta(minutes=rng.randrange(1, 120))),
+                    },
+                )
+            )
+    return follow_ups
+
+
+def _contact_events(
+    stream: _Stream, person: DemoContact, index: int, base_ms: int
+) -> tuple[dict[str, Any], list[dict]]:
+    """A contact's own events in publishing order (its creation, a consent change, an update), and the
+    creation's payload."""
+    rng = stream.rng
+    created_payload: dict[str, Any] = {
+        "eventId": stream.event_id(),
+        "tenantId": person.tenant,
+        "contactId": person.contact_id,
+        "email": person.email,
+        "firstName": person.first_name,
+        "lastName": person.last_name,
+        "emailOptIn": rng.random() < 0.8,
+    }
+    if rng.random() < 0.7:
+        created_payload["phoneNumber"] = person.phone
+        created_payload["smsOptIn"] = rng.random() < 0.5
+    created = stream.contact_job("contact.created", created_payload, base_ms)
+    jobs_for_contact: list[dict] = []
+
+    # Consent change just after the creation; for every 7th contact it is published *before* it.
+    preference = None
+    if rng.random() < 0.5 or index % 7 == 0:
+        field = rng.choice(OPT_IN_FIELDS)
+        preference = stream.contact_job(
+            "contactPreference.updated",
+            {
+                "eventId": stream.event_id(),
+                "tenantId": person.tenant,
+                "contactId": person.contact_id,
+                field: rng.random() < 0.5,
+            },
+            base_ms + 50,
+        )
+    if preference is not None and index % 7 == 0:
+        jobs_for_contact += [preference, created]
+    else:
+        jobs_for_contact.append(created)
+        if preference is not None:
+            jobs_for_contact.append(preference)
+
+    if rng.random() < 0.3:
+        jobs_for_contact.append(
+            stream.contact_job(
+                "contact.updated",
+                {
+                    "eventId": stream.event_id(),
+                    "tenantId": person.tenant,
+                    "contactId": person.contact_id,
+                    "firstName": rng.choice(FIRST_NAMES),
+                    "lastName": person.last_name,
+                },
+                base_ms + 70,
+            )
+        )
+    return created_payload, jobs_for_contact
+
+
 def demo_jobs(*, contacts: int = 60, seed: int = 7, tenants: int = 3) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     tenant_ids = demo_tenant_ids(tenants)
@@ -154,56 +298,7 @@ def demo_jobs(*, contacts: int = 60, seed: int = 7, tenants: int = 3) -> list[di
     for index, person in enumerate(people):
         t0 = DEMO_EPOCH + timedelta(minutes=index * 7)
         base_ms = index * 100
-        created_payload: dict[str, Any] = {
-            "eventId": stream.event_id(),
-            "tenantId": person.tenant,
-            "contactId": person.contact_id,
-            "email": person.email,
-            "firstName": person.first_name,
-            "lastName": person.last_name,
-            "emailOptIn": rng.random() < 0.8,
-        }
-        if rng.random() < 0.7:
-            created_payload["phoneNumber"] = person.phone
-            created_payload["smsOptIn"] = rng.random() < 0.5
-        created = stream.contact_job("contact.created", created_payload, base_ms)
-        jobs_for_contact: list[dict] = []
-
-        # Consent change just after the creation; for every 7th contact it is published *before* it.
-        preference = None
-        if rng.random() < 0.5 or index % 7 == 0:
-            field = rng.choice(OPT_IN_FIELDS)
-            preference = stream.contact_job(
-                "contactPreference.updated",
-                {
-                    "eventId": stream.event_id(),
-                    "tenantId": person.tenant,
-                    "contactId": person.contact_id,
-                    field: rng.random() < 0.5,
-                },
-                base_ms + 50,
-            )
-        if preference is not None and index % 7 == 0:
-            jobs_for_contact += [preference, created]
-        else:
-            jobs_for_contact.append(created)
-            if preference is not None:
-                jobs_for_contact.append(preference)
-
-        if rng.random() < 0.3:
-            jobs_for_contact.append(
-                stream.contact_job(
-                    "contact.updated",
-                    {
-                        "eventId": stream.event_id(),
-                        "tenantId": person.tenant,
-                        "contactId": person.contact_id,
-                        "firstName": rng.choice(FIRST_NAMES),
-                        "lastName": person.last_name,
-                    },
-                    base_ms + 70,
-                )
-            )
+        created_payload, jobs_for_contact = _contact_events(stream, person, index, base_ms)
 
         # Messages: one to three per contact, email or SMS, with their follow-ups.
         for m in range(rng.randint(1, 3)):
@@ -225,83 +320,9 @@ def demo_jobs(*, contacts: int = 60, seed: int = 7, tenants: int = 3) -> list[di
                 },
                 with_tenant=rng.random() < 0.3,
             )
-            follow_ups: list[dict] = []
-            roll = rng.random()
-            if channel == "EMAIL" and roll < 0.1:
-                follow_ups.append(
-                    stream.message_job(
-                        "message.bounced",
-                        person,
-                        {
-                            "messageId": message_id,
-                            "bounceType": "hard" if rng.random() < 0.6 else "soft",
-                            "reason": "mailbox_not_found",
-                            "bouncedAt": _iso(sent_at + timedelta(seconds=10)),
-                        },
-                    )
-                )
-            elif roll < 0.15:
-                follow_ups.append(
-                    stream.message_job(
-                        "message.failed",
-                        person,
-                        {
-                            "messageId": message_id,
-                            "reason": "invalid_email" if channel == "EMAIL" else "invalid_number",
-                            "failedAt": _iso(sent_at + timedelta(seconds=5)),
-                        },
-                    )
-                )
-            else:
-                follow_ups.append(
-                    stream.message_job(
-                        "message.delivered",
-                        person,
-                        {"messageId": message_id, "deliveredAt": _iso(sent_at + timedelta(seconds=5))},
-                    )
-                )
-                if channel == "EMAIL" and rng.random() < 0.6:
-                    opened_at = sent_at + timedelta(minutes=rng.randrange(5, 600))
-                    follow_ups.append(
-                        stream.message_job(
-                            "email.opened",
-                            person,
-                            {
-                                "messageId": message_id,
-                                "campaignId": f"demo-campaign-{template_id}",
-                                "openedAt": _iso(opened_at),
-                                "deviceType": rng.choice(["mobile", "desktop"]),
-                                "userAgent": "Mozilla/5.0 (demo)",
-                            },
-                        )
-                    )
-                    if rng.random() < 0.4:
-                        follow_ups.append(
-                            stream.message_job(
-                                "email.clicked",
-                                person,
-                                {
-                                    "messageId": message_id,
-                                    "campaignId": f"demo-campaign-{template_id}",
-                                    "linkId": f"link-{rng.randrange(1, 4)}",
-                                    "linkUrl": f"https://example.com/offer?utm_source=crm&utm_medium=email"
-                                    f"&utm_campaign={template_id}",
-                                    "clickedAt": _iso(opened_at + timedelta(seconds=rng.randrange(5, 300))),
-                                },
-                            )
-                        )
-                if channel == "SMS" and rng.random() < 0.5:
-                    follow_ups.append(
-                        stream.message_job(
-                            "sms.replied",
-                            person,
-                            {
-                                "originalMessageId": message_id,
-                                "replyText": rng.choice(["Yes please", "Thanks!", "STOP", "More info?"]),
-                                "repliedAt": _iso(sent_at + timedelta(minutes=rng.randrange(1, 120))),
-                            },
-                        )
-                    )
+            follow_ups = _follow_ups(
+                stream, person, message_id=message_id, channel=channel, sent_at=sent_at, template_id=template_id
+            )
             # Reordering: for every 5th contact the bounce/failure/delivery arrives before the send.
             if index % 5 == 0:
                 jobs_for_contact += [*follow_ups, sent]

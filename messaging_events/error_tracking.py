@@ -11,6 +11,7 @@ message can quote the data that broke it).
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk import types as sentry_types
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.django import DjangoIntegration
 
@@ -27,7 +28,7 @@ def _scrub_value(value: Any) -> Any:
     return value
 
 
-def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub(event: sentry_types.Event, hint: sentry_types.Hint | None = None) -> sentry_types.Event:
     """before_send / before_breadcrumb: no email or phone number in anything sent."""
     for exception in (event.get("exception") or {}).get("values", []):
         for frame in (exception.get("stacktrace") or {}).get("frames", []):
@@ -41,7 +42,9 @@ def scrub(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str
     return event
 
 
-def _scrub_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def _scrub_breadcrumb(
+    crumb: sentry_types.Breadcrumb, hint: sentry_types.BreadcrumbHint | None = None
+) -> sentry_types.Breadcrumb:
     return _scrub_value(crumb)
 
 

@@ -11,6 +11,7 @@ Handlers only translate a validated `Event` into CRM service calls and report an
 """
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from crm.models import Profile, Tenant
 from crm.services import contacts, messages
@@ -19,15 +20,35 @@ from crm.services.selectors import contact_link_for_event
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.contract.jobs import Event
 from messaging_events.contract.routing import EventType
+from messaging_events.contract.schemas import (
+    ContactCreated,
+    ContactDeleted,
+    ContactFieldsPayload,
+    ContactPreferenceUpdated,
+    ContactUpdated,
+    EmailClicked,
+    EmailOpened,
+    MessageBounced,
+    MessageDelivered,
+    MessageFailed,
+    MessageSent,
+    Payload,
+    SmsReplied,
+)
 from messaging_events.outcomes import Outcome
 
-# A handler gets the validated event and its inbox row's id (the source of every record it writes).
-Handler = Callable[[Event, int], Outcome]
+# A handler gets the validated event and its inbox row's id (the source of every record it writes), and
+# is typed with the payload class its event type validates to (`schemas.SCHEMAS`), so the checker sees
+# the fields it reads. The registry is keyed by event type and holds handlers of `Event[Any]`: the
+# contract, not the type checker, guarantees that `handler_for(event.type)` gets an event of that class.
+P = TypeVar("P", bound=Payload)
+TypedHandler = Callable[[Event[P], int], Outcome]
+Handler = TypedHandler[Any]
 HANDLERS: dict[EventType, Handler] = {}
 
 
-def handles(event_type: EventType) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
+def handles(event_type: EventType) -> Callable[[TypedHandler[P]], TypedHandler[P]]:
+    def register(handler: TypedHandler[P]) -> TypedHandler[P]:
         HANDLERS[event_type] = handler
         return handler
 
@@ -41,7 +62,7 @@ def handler_for(event_type: EventType) -> Handler:
 # -- contact and consent events ------------------------------------------------------------
 
 
-def _contact_fields(event: Event) -> dict:
+def _contact_fields(event: Event[ContactFieldsPayload]) -> dict[str, str | None]:
     payload = event.payload
     return {
         "email": payload.email,
@@ -51,14 +72,14 @@ def _contact_fields(event: Event) -> dict:
     }
 
 
-def _statement_key(event: Event) -> str:
+def _statement_key(event: Event[Payload]) -> str:
     """The identity of an event's statements (ledger, field provenance): its type and key, so that a
     producer reusing one eventId for two types never has the second statement taken for the first."""
     return f"{event.type.value}:{event.idempotency_key}"
 
 
 @handles(EventType.CONTACT_CREATED)
-def contact_created(event: Event, inbox_id: int) -> Outcome:
+def contact_created(event: Event[ContactCreated], inbox_id: int) -> Outcome:
     result = contacts.contact_import(
         tenant_external_id=event.tenant_ref,
         contact_id=event.contact_id,
@@ -72,7 +93,7 @@ def contact_created(event: Event, inbox_id: int) -> Outcome:
 
 
 @handles(EventType.CONTACT_UPDATED)
-def contact_updated(event: Event, inbox_id: int) -> Outcome:
+def contact_updated(event: Event[ContactUpdated], inbox_id: int) -> Outcome:
     result = contacts.contact_update(
         tenant_external_id=event.tenant_ref,
         contact_id=event.contact_id,
@@ -86,7 +107,7 @@ def contact_updated(event: Event, inbox_id: int) -> Outcome:
 
 
 @handles(EventType.CONTACT_PREFERENCE_UPDATED)
-def contact_preference_updated(event: Event, inbox_id: int) -> Outcome:
+def contact_preference_updated(event: Event[ContactPreferenceUpdated], inbox_id: int) -> Outcome:
     result = contacts.contact_preferences_update(
         tenant_external_id=event.tenant_ref,
         contact_id=event.contact_id,
@@ -99,7 +120,7 @@ def contact_preference_updated(event: Event, inbox_id: int) -> Outcome:
 
 
 @handles(EventType.CONTACT_DELETED)
-def contact_deleted(event: Event, inbox_id: int) -> Outcome:
+def contact_deleted(event: Event[ContactDeleted], inbox_id: int) -> Outcome:
     # Recorded under its tenant, so that the tenant's staff see it; an ignored event never creates one.
     tenant_id = Tenant.objects.filter(external_id=event.tenant_ref).values_list("pk", flat=True).first()
     return Outcome.ignored(tenant_id, "contact.deleted is reserved by the contract; the CRM changes nothing")
@@ -108,10 +129,10 @@ def contact_deleted(event: Event, inbox_id: int) -> Outcome:
 # -- message and engagement events ---------------------------------------------------------
 
 
-def _message_event(apply: Callable[[Event, int, Profile], None]) -> Handler:
+def _message_event(apply: Callable[[Event[P], int, Profile], None]) -> TypedHandler[P]:
     """Find the contact's profile (or park the event), then apply it."""
 
-    def handler(event: Event, inbox_id: int) -> Outcome:
+    def handler(event: Event[P], inbox_id: int) -> Outcome:
         link = contact_link_for_event(contact_id=event.contact_id, tenant_external_id=event.tenant_ref)
         if link is None:
             contact_identities_wait([event.contact_id])
@@ -129,7 +150,7 @@ def _message_event(apply: Callable[[Event, int, Profile], None]) -> Handler:
 
 @handles(EventType.MESSAGE_SENT)
 @_message_event
-def message_sent(event: Event, inbox_id: int, profile: Profile) -> None:
+def message_sent(event: Event[MessageSent], inbox_id: int, profile: Profile) -> None:
     p = event.payload
     messages.message_sent_record(
         profile=profile,
@@ -145,7 +166,7 @@ def message_sent(event: Event, inbox_id: int, profile: Profile) -> None:
 
 @handles(EventType.MESSAGE_DELIVERED)
 @_message_event
-def message_delivered(event: Event, inbox_id: int, profile: Profile) -> None:
+def message_delivered(event: Event[MessageDelivered], inbox_id: int, profile: Profile) -> None:
     messages.message_delivered_record(
         profile=profile, message_id=event.payload.messageId, occurred_at=event.occurred_at, source_event_id=inbox_id
     )
@@ -153,7 +174,7 @@ def message_delivered(event: Event, inbox_id: int, profile: Profile) -> None:
 
 @handles(EventType.MESSAGE_FAILED)
 @_message_event
-def message_failed(event: Event, inbox_id: int, profile: Profile) -> None:
+def message_failed(event: Event[MessageFailed], inbox_id: int, profile: Profile) -> None:
     messages.message_failed_record(
         profile=profile,
         message_id=event.payload.messageId,
@@ -166,7 +187,7 @@ def message_failed(event: Event, inbox_id: int, profile: Profile) -> None:
 
 @handles(EventType.MESSAGE_BOUNCED)
 @_message_event
-def message_bounced(event: Event, inbox_id: int, profile: Profile) -> None:
+def message_bounced(event: Event[MessageBounced], inbox_id: int, profile: Profile) -> None:
     messages.message_bounced_record(
         profile=profile,
         message_id=event.payload.messageId,
@@ -181,7 +202,7 @@ def message_bounced(event: Event, inbox_id: int, profile: Profile) -> None:
 
 @handles(EventType.EMAIL_OPENED)
 @_message_event
-def email_opened(event: Event, inbox_id: int, profile: Profile) -> None:
+def email_opened(event: Event[EmailOpened], inbox_id: int, profile: Profile) -> None:
     messages.email_opened_record(
         profile=profile,
         message_id=event.payload.messageId,
@@ -194,7 +215,7 @@ def email_opened(event: Event, inbox_id: int, profile: Profile) -> None:
 
 @handles(EventType.EMAIL_CLICKED)
 @_message_event
-def email_clicked(event: Event, inbox_id: int, profile: Profile) -> None:
+def email_clicked(event: Event[EmailClicked], inbox_id: int, profile: Profile) -> None:
     p = event.payload
     messages.email_clicked_record(
         profile=profile,
@@ -209,7 +230,7 @@ def email_clicked(event: Event, inbox_id: int, profile: Profile) -> None:
 
 @handles(EventType.SMS_REPLIED)
 @_message_event
-def sms_replied(event: Event, inbox_id: int, profile: Profile) -> None:
+def sms_replied(event: Event[SmsReplied], inbox_id: int, profile: Profile) -> None:
     messages.sms_replied_record(
         profile=profile,
         original_message_id=event.payload.originalMessageId,

@@ -9,11 +9,14 @@ emails and phone numbers never reach a log.
 
 import logging
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
 from messaging_events.redaction import redact
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 # Every attribute a bare LogRecord has, plus what Formatter.format adds: anything else came from `extra`.
 _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -52,13 +55,14 @@ class DropCeleryTaskData(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("celery") and "data" in vars(record):
-            del record.data
+            del vars(record)["data"]  # an `extra` field: an instance attribute LogRecord does not declare
         return True
 
 
 class _JsonFormatter(JsonFormatter):
-    def formatException(self, ei) -> str:
-        return redact(super().formatException(ei))
+    def formatException(self, ei: ExcInfo) -> str:
+        # The traceback as one text, as JsonFormatter gives it with `exc_info_as_array` off (ours is).
+        return redact(logging.Formatter.formatException(self, ei))
 
 
 def json_formatter() -> JsonFormatter:

@@ -86,7 +86,7 @@ def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republish
     waiting = inflight.track(task_id, queue, jobs, republished=republished)
     # No kombu-level retry: the bridge's batcher owns retry and backoff, and keeps the jobs meanwhile.
     apply_event_batch.apply_async(
-        args=[jobs], queue=queue, routing_key=queue, task_id=task_id, retry=False, argsrepr=batch_summary(jobs)
+        args=(jobs,), queue=queue, routing_key=queue, task_id=task_id, retry=False, argsrepr=batch_summary(jobs)
     )
     return waiting
 

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from crm.admin_scoping import ReadOnlyForStaffMixin, ScopedRelatedFieldListFilter, TenantScopedAdminMixin
+from crm.admin_scoping import AdminBase, ReadOnlyForStaffMixin, ScopedRelatedFieldListFilter, TenantScopedAdminMixin
 from crm.models import Channel
 
 # Search on the person wherever a row points at a profile. contactIds are exact (unique index).
@@ -37,7 +37,7 @@ class ScopedModelAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_per_page = 100
 
 
-class WideListMixin:
+class WideListMixin(AdminBase):
     """Lists whose every column must show at 1280 px: the app sidebar gives its width to the list."""
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:

@@ -7,6 +7,7 @@ everything here also goes through format_html, so event text is always escaped.
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import Model
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -25,7 +26,7 @@ def when_column(field: str, description: str | None = None) -> Any:
     return column
 
 
-def changelist_link(model: type, text: str, **params: Any) -> str:
+def changelist_link(model: type[Model], text: str, **params: Any) -> str:
     """A link to `model`'s list filtered by `params` (for example `profile=<id>`)."""
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     return format_html('<a href="{}?{}">{}</a>', url, urlencode(params), text)

@@ -49,6 +49,7 @@ class ReadOnlyInline(TenantScopedAdminMixin, admin.TabularInline):
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any):
         formset = super().get_formset(request, obj, **kwargs)
+        assert issubclass(formset, LimitedInlineFormSet)  # Django builds it on `self.formset`
         formset.row_limit = self.row_limit
         return formset
 

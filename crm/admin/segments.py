@@ -1,7 +1,7 @@
 """Segments: staff (editors) write the rules, the CRM computes the members. Rebuilding goes through
 `segment_rebuild`; memberships are never edited by hand."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -13,6 +13,15 @@ from crm.admin.forms import SegmentAdminForm
 from crm.admin.html import changelist_link, when_column
 from crm.admin_scoping import ScopedRelatedFieldListFilter
 from crm.models import Segment, SegmentMembership
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class _MemberCount(TypedDict):
+        member_count: int
+
+    # A segment as `SegmentAdmin.get_queryset` returns it.
+    CountedSegment = WithAnnotations[Segment, _MemberCount]
 
 
 @admin.register(Segment)
@@ -62,7 +71,7 @@ class SegmentAdmin(ScopedModelAdmin):
         return super().get_queryset(request).annotate(member_count=Count("memberships"))
 
     @admin.display(description="members", ordering="member_count")
-    def member_count_link(self, obj: Segment) -> str:
+    def member_count_link(self, obj: "CountedSegment") -> str:
         if obj.pk is None:
             return "-"
         return changelist_link(SegmentMembership, f"{obj.member_count} member(s)", segment=obj.pk)

@@ -7,18 +7,23 @@ imported where it is called, as in `profiles`: the admin tests put a recorder in
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from crm.admin.forms import StaffConsentForm
 from crm.errors import ApplicationError
+from crm.models import Profile
 
 
-def record_consent_view(request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin) -> HttpResponse:
+def record_consent_view(
+    request: HttpRequest, object_id: str, *, model_admin: "admin.ModelAdmin[Profile]"
+) -> HttpResponse:
     from crm.services.consent import consent_record_by_staff
 
     profile = model_admin.get_object(request, object_id)  # scoped: another tenant's profile is a 404
+    if profile is None:  # the scoped admin raises 404 itself; a plain ModelAdmin returns None
+        raise Http404("No such object.")
     if not model_admin.has_change_permission(request, profile):
         raise PermissionDenied
     form = StaffConsentForm(request.POST or None)

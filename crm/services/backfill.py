@@ -433,7 +433,9 @@ def _chunk_apply(items: list[Item], run: _Run) -> None:
             if not _retryable(exc) or failures >= RETRIES:
                 raise
             failures += 1
-            logger.warning("backfill_chunk_retry line=%d sqlstate=%s", remaining[0].line, exc.__cause__.sqlstate)
+            logger.warning(
+                "backfill_chunk_retry line=%d sqlstate=%s", remaining[0].line, getattr(exc.__cause__, "sqlstate", None)
+            )
             continue
         run.result.merge(tally, rows=applied)
         remaining = remaining[applied:]
@@ -542,6 +544,7 @@ def contacts_backfill(
             pass
     else:
         run_all()
+        assert checkpoint is not None  # every run but a dry one has one
         BackfillCheckpoint.objects.filter(pk=checkpoint.pk).update(completed=True, updated_at=timezone.now())
     result.rejections.sort(key=lambda r: r.line)
     result.seconds = time.monotonic() - started

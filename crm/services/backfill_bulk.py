@@ -68,7 +68,7 @@ def _lookups(rows: list[ValidRow]) -> _Lookups:
             "SELECT external_id, id FROM crm_tenant WHERE external_id = ANY(%s)",
             [sorted({r.payload.tenantId for r in rows})],
         )
-        tenants = dict(cursor.fetchall())
+        tenants: dict[str, int] = dict(cursor.fetchall())
         cursor.execute(
             "SELECT l.messaging_contact_id, l.tenant_id, p.id, p.is_stub, p.email, p.phone, p.first_name,"
             " p.last_name, p.field_sources FROM crm_contactlink l JOIN crm_profile p ON p.id = l.profile_id"
@@ -113,7 +113,8 @@ def _keys(row: ValidRow, lookups: _Lookups) -> set[str]:
     ):
         if value:
             keys.add(f"{name}:{p.tenantId}:{value}")
-            keys.update(f"profile:{pk}" for pk in matches.get((tenant_id, value), ()))
+            if tenant_id is not None:  # a tenant the CRM does not have yet has no profiles
+                keys.update(f"profile:{pk}" for pk in matches.get((tenant_id, value), ()))
     link = lookups.links.get(p.contactId)
     if link is not None:
         keys.add(f"profile:{link.profile_id}")
@@ -199,31 +200,31 @@ def _known_addresses(rows: list[ValidRow]) -> set[tuple]:
 
 def plan_bulk(items: list[Item]) -> list[Step]:
     """Give each item its disposition (module doc) and group them into steps in file order."""
-    valid = [item for item in items if item.valid is not None]
-    lookups = _lookups([item.valid for item in valid])
-    keys = {id(item): _keys(item.valid, lookups) for item in valid}
+    valid = [(item, item.valid) for item in items if item.valid is not None]
+    lookups = _lookups([row for _, row in valid])
+    keys = {id(item): _keys(row, lookups) for item, row in valid}
     seen = Counter(key for item_keys in keys.values() for key in item_keys)
-    maybe_unchanged: list[Item] = []
-    for item in valid:
-        p = item.valid.payload
+    maybe_unchanged: list[tuple[Item, ValidRow]] = []
+    for item, row in valid:
+        p = row.payload
         link = lookups.links.get(p.contactId)
         if any(seen[key] > 1 for key in keys[id(item)]):
             item.disposition = "row"
         elif link is not None:
             usable = link.tenant_id == lookups.tenants.get(p.tenantId) and not link.is_stub
-            if usable and _fields_unchanged(item.valid, link):
-                maybe_unchanged.append(item)
+            if usable and _fields_unchanged(row, link):
+                maybe_unchanged.append((item, row))
             item.disposition = "row"
         elif any(key.startswith("profile:") for key in keys[id(item)]):
             item.disposition = "row"  # an existing profile to link by email or phone
         else:
             item.disposition = "new"
-    known = _known_statements([(lookups.links[i.valid.payload.contactId].profile_id, i.valid) for i in maybe_unchanged])
-    known_addresses = _known_addresses([i.valid for i in maybe_unchanged])
-    for item in maybe_unchanged:
-        pk = lookups.links[item.valid.payload.contactId].profile_id
-        if all((pk, channel, tiebreak) in known for channel, _, tiebreak in _statements(item.valid)) and all(
-            key in known_addresses for key in _stated_addresses(item.valid)
+    known = _known_statements([(lookups.links[row.payload.contactId].profile_id, row) for _, row in maybe_unchanged])
+    known_addresses = _known_addresses([row for _, row in maybe_unchanged])
+    for item, row in maybe_unchanged:
+        pk = lookups.links[row.payload.contactId].profile_id
+        if all((pk, channel, tiebreak) in known for channel, _, tiebreak in _statements(row)) and all(
+            key in known_addresses for key in _stated_addresses(row)
         ):
             item.disposition = "unchanged"
     steps: list[Step] = []

@@ -24,6 +24,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -51,7 +52,7 @@ from crm.services.segments import segment_membership_refresh
 TIEBREAK_MAX = 160
 # At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
 # person's own reply, then our bounce automation, then the Messaging service's synced state.
-SOURCE_PRECEDENCE = {
+SOURCE_PRECEDENCE: dict[str, int] = {
     ConsentSource.MESSAGING_EVENT: 0,
     ConsentSource.BOUNCE_AUTOMATION: 1,
     ConsentSource.SMS_KEYWORD: 2,
@@ -184,6 +185,19 @@ def consent_statement_record(
     )[channel]
 
 
+class _StatementContext(TypedDict):
+    """What the statements of one event share: `consent_statements_record`'s keyword arguments of that name."""
+
+    occurred_at: datetime
+    source: str
+    source_key: str
+    source_event_id: int | None
+    actor_id: int | None
+    lawful_basis: str
+    contact_id: str
+    received_at: datetime | None
+
+
 @transaction.atomic(savepoint=False)
 def consent_statements_record(
     *,
@@ -216,7 +230,7 @@ def consent_statements_record(
             raise ApplicationError(f"unknown consent channel {channel!r}")
     if not channels:
         return {}
-    common = {
+    common: _StatementContext = {
         "occurred_at": occurred_at,
         "source": source,
         "source_key": source_key,
@@ -469,9 +483,13 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
     stale: list[int] = []
     for activity in existing:
         change_id = (activity.data or {}).get("consent_change_id")
-        change = wanted.get(change_id)
-        if change is not None and change_id not in keep and activity.type == _activity_type(change.opted_in):
-            keep.add(change_id)
+        wanted_change = wanted.get(change_id) if change_id is not None else None
+        if (
+            wanted_change is not None
+            and wanted_change.pk not in keep
+            and activity.type == _activity_type(wanted_change.opted_in)
+        ):
+            keep.add(wanted_change.pk)
         else:
             stale.append(activity.pk)
     if stale:
@@ -534,14 +552,14 @@ def consent_follow_addresses(*, profile: Profile, contact_id: str = "", profile_
     """
     moved = False
     if contact_id:
-        inferred = ConsentChange.objects.filter(contact_id=contact_id, address_stated=False).only(
+        rows = ConsentChange.objects.filter(contact_id=contact_id, address_stated=False).only(
             "pk", "channel", "occurred_at", "address"
         )
-        inferred = [change for change in inferred if address_kind(change.channel) is not None]
-        kinds = {address_kind(change.channel) for change in inferred}
+        inferred = [(change, kind) for change in rows if (kind := address_kind(change.channel)) is not None]
+        kinds = {kind for _, kind in inferred}
         histories = contact_histories(contact_id=contact_id, kinds=kinds) if kinds else {}
-        for change in inferred:
-            address = address_as_of(histories[address_kind(change.channel)], change.occurred_at)
+        for change, kind in inferred:
+            address = address_as_of(histories[kind], change.occurred_at)
             if address != change.address:
                 ConsentChange.objects.filter(pk=change.pk).update(address=address)
                 moved = True

@@ -79,8 +79,8 @@ def contact_histories(*, contact_id: str, kinds: Iterable[str]) -> dict[str, lis
     rows = ContactAddress.objects.filter(contact_id=contact_id, kind__in=list(histories)).values_list(
         "kind", "occurred_at", "source_key", "address"
     )
-    for kind, *row in rows:
-        histories[kind].append(tuple(row))
+    for kind, occurred_at, source_key, address in rows:
+        histories[kind].append((occurred_at, source_key, address))
     for history in histories.values():
         history.sort()
     return histories

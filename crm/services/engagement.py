@@ -146,9 +146,9 @@ def engagement_score_refresh(*, profile: Profile, now: datetime | None = None) -
     now = now or timezone.now()
     scores = engagement_scores_refresh(profile_ids=[profile.pk], now=now)
     score = scores.get(profile.pk, 0.0)
-    fresh = Profile.objects.filter(pk=profile.pk).values("engagement_breakdown").first() or {}
+    fresh = Profile.objects.filter(pk=profile.pk).values("engagement_breakdown").first()
     profile.engagement_score = score
-    profile.engagement_breakdown = fresh.get("engagement_breakdown", {})
+    profile.engagement_breakdown = fresh["engagement_breakdown"] if fresh is not None else {}
     profile.engagement_scored_at = now
     return score
 

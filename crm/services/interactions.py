@@ -102,7 +102,7 @@ def interaction_record(
     template_id: str = "",
     channel: str = "",
 ) -> None:
-    params = {
+    params: dict[str, str | int | datetime | None] = {
         "tenant": profile.tenant_id,
         "profile": profile.pk,
         "message": message_id,

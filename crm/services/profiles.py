@@ -19,6 +19,7 @@
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -272,7 +273,7 @@ def profile_merge_fields(*, source: Profile, target: Profile) -> dict:
 
 
 @transaction.atomic(savepoint=False)
-def profile_update_by_staff(*, profile: Profile, changes: dict[str, object], user) -> None:
+def profile_update_by_staff(*, profile: Profile, changes: dict[str, Any], user) -> None:
     """A staff edit. Identity fields and verification flags are marked as set by staff (events never
     overwrite them); a `PROFILE_UPDATED` activity records old and new values; a new email or phone
     rebuilds consent for it (crm.services.consent); segment membership is recomputed when verification

@@ -161,8 +161,10 @@ def bridged_job(job: Job, max_bytes: int) -> BridgedJob:
 class Bridge:
     def __init__(self, config: BridgeConfig, publish: Publish | None = None) -> None:
         self.config = config
-        self._publisher = CeleryPublisher() if publish is None else None
-        publish = publish or self._publisher.publish
+        self._publisher: CeleryPublisher | None = None
+        if publish is None:
+            self._publisher = CeleryPublisher()
+            publish = self._publisher.publish
         slots = Slots(config.concurrency)
         self.batchers = {
             priority.value: Batcher(
@@ -360,7 +362,7 @@ class Bridge:
 def run_forever(config: BridgeConfig) -> None:
     import uvloop
 
-    async def main() -> None:
+    async def main() -> bool:
         bridge = Bridge(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, Generic, TypedDict, TypeVar
 
 from pydantic import ValidationError
 
@@ -51,15 +51,21 @@ class JobMeta:
     timestamp_ms: int | None = None  # the BullMQ timestamp as received, part of content identities
 
 
+# The payload class of an event. `parse_job` returns `Event[Payload]`; each handler states the class its
+# event type validates to (`SCHEMAS` in schemas.py), so the type checker sees the fields it reads.
+# Covariant: the event is frozen, so an `Event[MessageBounced]` is an `Event[Payload]`.
+P_co = TypeVar("P_co", bound=Payload, covariant=True)
+
+
 @dataclass(frozen=True)
-class Event:
+class Event(Generic[P_co]):
     type: EventType
     priority: Priority
     idempotency_key: str
     tenant_ref: str  # the tenant the job names, "" when it names none
     contact_id: str
     occurred_at: datetime
-    payload: Payload
+    payload: P_co
     job: JobMeta
     raw: Any
     # Optional values dropped or reinterpreted (partial acceptance); stored on the inbox row.
@@ -159,7 +165,8 @@ def _stated_contact(data: Any) -> str:
     if not isinstance(data, dict):
         return ""
     payload = _payload_of(data) or {}
-    identity = data.get("identity") if isinstance(data.get("identity"), dict) else {}
+    stated_identity = data.get("identity")
+    identity = stated_identity if isinstance(stated_identity, dict) else {}
     return _short_str(payload.get("contactId")) or _short_str(identity.get("messagingContactId"))
 
 
@@ -178,7 +185,7 @@ def _agree(label: str, *values: Any) -> str:
     return stated.pop() if stated else ""
 
 
-def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
+def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event[Payload]:
     event_type = event_type_from_name(meta.name)
     if event_type is None:
         raise _Invalid(f"unknown event type {meta.name[:100]!r}")
@@ -243,7 +250,7 @@ def _parse_valid(job: BridgedJob, meta: JobMeta) -> Event:
     )
 
 
-def parse_job(job: BridgedJob) -> Event | Rejection:
+def parse_job(job: BridgedJob) -> Event[Payload] | Rejection:
     """Judge one bridged job. Never raises: whatever its content breaks becomes a rejection's reason."""
     meta = _job_meta(job)
     data = job.get("data")

@@ -44,6 +44,7 @@ from crm.services.tenants import tenant_get_or_create
 from messaging_events import metrics
 from messaging_events.contract.jobs import BridgedJob, Event, canonical_json, content_hash, parse_job
 from messaging_events.contract.routing import EventType
+from messaging_events.contract.schemas import MessagePayload, Payload
 from messaging_events.models import FINAL_STATUSES, InboundEventStatus
 from messaging_events.outcomes import Outcome
 from messaging_events.services import inbox
@@ -121,7 +122,7 @@ class _Claim:
     """One identity of the batch: its first copy, and how many copies arrived."""
 
     job: BridgedJob
-    event: Event
+    event: Event[Payload]
     copies: int = 1
     job_attempts: int = 0
     row_id: int = 0
@@ -134,12 +135,12 @@ class _Claim:
         return _identity(self.event)
 
 
-def _identity(event: Event) -> Identity:
+def _identity(event: Event[Payload]) -> Identity:
     strip = inbox._strip_nul
     return strip(event.tenant_ref), strip(event.type.value)[:64], strip(event.idempotency_key)
 
 
-def _fold(events: Iterable[tuple[BridgedJob, Event]]) -> tuple[list[_Claim], list[BridgedJob]]:
+def _fold(events: Iterable[tuple[BridgedJob, Event[Payload]]]) -> tuple[list[_Claim], list[BridgedJob]]:
     """One claim per identity, in identity order (the lock order). A copy whose data differs from the first
     copy's is not folded: it is returned to go through the per-event path, which judges such conflicts."""
     claims: dict[Identity, _Claim] = {}
@@ -202,6 +203,7 @@ def _claim_rows(claims: list[_Claim]) -> None:
 
 def _record(claim: _Claim, link: LinkRow) -> MessageRecord:
     p = claim.event.payload
+    assert isinstance(p, MessagePayload)  # SET_BASED_TYPES are message events (schemas.SCHEMAS)
     kind = SET_BASED_TYPES[claim.event.type]
     return MessageRecord(
         kind=kind,
@@ -236,16 +238,16 @@ def _judge(claim: _Claim, link: LinkRow | None) -> Outcome:
     return Outcome.applied(link.tenant_id)
 
 
-def _close(claims: list[_Claim]) -> None:
+def _close(judged: list[tuple[_Claim, Outcome]]) -> None:
     rows = [
         {
             "id": c.row_id,
-            "status": c.outcome.status.value,
-            "tenant_id": c.outcome.tenant_id,
-            "error": inbox._strip_nul(c.outcome.note)[:4000],
+            "status": outcome.status.value,
+            "tenant_id": outcome.tenant_id,
+            "error": inbox._strip_nul(outcome.note)[:4000],
             "warnings": inbox.warnings_of(c.event),
         }
-        for c in claims
+        for c, outcome in judged
     ]
     with connection.cursor() as cursor:
         cursor.execute(_CLOSE_SQL, [recordset_json(rows)])
@@ -263,17 +265,19 @@ def _apply_claims(claims: list[_Claim]) -> None:
         contact_identities_wait(unknown)
         links |= contact_links_fetch(contact_ids=unknown)
     records = []
+    judged: list[tuple[_Claim, Outcome]] = []
     for claim in todo:
         link = links.get(claim.event.contact_id)
-        claim.outcome = _judge(claim, link)
-        if claim.outcome.status == InboundEventStatus.APPLIED:
+        claim.outcome = outcome = _judge(claim, link)
+        judged.append((claim, outcome))
+        if link is not None and outcome.status == InboundEventStatus.APPLIED:  # `_judge` applies only with a link
             records.append(_record(claim, link))
     message_records_apply(records=records)
-    if todo:
-        _close(todo)
+    if judged:
+        _close(judged)
 
 
-def _apply_set_based(events: list[tuple[BridgedJob, Event]]) -> inbox.BatchResult:
+def _apply_set_based(events: list[tuple[BridgedJob, Event[Payload]]]) -> inbox.BatchResult:
     global _fallback_batches
     claims, different = _fold(events)
     started = time.perf_counter()
@@ -323,7 +327,7 @@ def apply_batch(jobs: list[BridgedJob], *, replay: bool = False) -> inbox.BatchR
     """Apply a Celery batch: message events set-based, everything else per event (first)."""
     if replay:
         return inbox.process_batch(jobs, replay=True)
-    set_based: list[tuple[BridgedJob, Event]] = []
+    set_based: list[tuple[BridgedJob, Event[Payload]]] = []
     per_event: list[BridgedJob] = []
     for job in jobs:
         parsed = parse_job(job)

@@ -7,6 +7,7 @@ the normal task path; otherwise the applied content stands. Either way the confl
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from django.db import transaction
@@ -38,10 +39,12 @@ def resolution_key(row: InboundEvent) -> str:
     return f"{base}#{row.conflict_hash[:RESOLUTION_KEY_HASH_CHARS]}"
 
 
-def _other_content_is_newer(row: InboundEvent) -> bool:
-    if row.conflict_job_timestamp is None:
-        return False
-    return row.job_timestamp is None or row.conflict_job_timestamp > row.job_timestamp
+def _newer_conflict_time(row: InboundEvent) -> datetime | None:
+    """The other content's job time when it is newer than the stored content's, else None."""
+    conflict_time = row.conflict_job_timestamp
+    if conflict_time is None or (row.job_timestamp is not None and conflict_time <= row.job_timestamp):
+        return None
+    return conflict_time
 
 
 def conflict_resolve(*, row_id: int) -> ConflictResolution:
@@ -51,18 +54,19 @@ def conflict_resolve(*, row_id: int) -> ConflictResolution:
         if row.conflict != ConflictState.OPEN:
             return ConflictResolution(row.pk, Resolution.NOT_OPEN)
         InboundEvent.objects.filter(pk=row.pk).update(conflict=ConflictState.RESOLVED, updated_at=timezone.now())
-        if not _other_content_is_newer(row):
+        conflict_time = _newer_conflict_time(row)
+        if conflict_time is None:
             return ConflictResolution(row.pk, Resolution.KEPT)
         key = resolution_key(row)
         job: BridgedJob = {
             "id": row.bullmq_job_id,
             "name": row.job_name or row.event_type,
-            "timestamp": int(row.conflict_job_timestamp.timestamp() * 1000),
+            "timestamp": int(conflict_time.timestamp() * 1000),
             "attemptsMade": 0,
             "data": row.conflict_data,
             "key": key,
         }
         transaction.on_commit(
-            lambda: apply_event_batch_task.apply_async(args=[[job]], kwargs={"replay": True}, queue=row.priority)
+            lambda: apply_event_batch_task.apply_async(args=([job],), kwargs={"replay": True}, queue=row.priority)
         )
     return ConflictResolution(row.pk, Resolution.REPLAYED, key)

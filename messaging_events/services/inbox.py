@@ -30,6 +30,7 @@ from messaging_events.contract.jobs import (
     parse_job,
     unreadable_job,
 )
+from messaging_events.contract.schemas import Payload
 from messaging_events.handlers import handler_for
 from messaging_events.models import FINAL_STATUSES, InboundEvent, InboundEventStatus
 from messaging_events.outcomes import Outcome
@@ -116,7 +117,7 @@ class Claim:
     other_content: bool  # same identity, different content: a conflict, never applied
 
 
-def _claim(parsed: Event | Rejection, *, count_delivery: bool, replay: bool = False) -> Claim:
+def _claim(parsed: Event[Payload] | Rejection, *, count_delivery: bool, replay: bool = False) -> Claim:
     """Insert the inbox row, or find and lock the existing one."""
     meta: JobMeta = parsed.job
     raw = _strip_nul(parsed.raw)
@@ -142,7 +143,7 @@ def _claim(parsed: Event | Rejection, *, count_delivery: bool, replay: bool = Fa
     return Claim(row_id, status, inserted, other_content)
 
 
-def warnings_of(parsed: Event | Rejection) -> list[dict[str, str]]:
+def warnings_of(parsed: Event[Payload] | Rejection) -> list[dict[str, str]]:
     """The row's `warnings` for this judgement: the values the contract dropped (none for a rejection).
     Recomputed from the data at every judgement, so a replay gives the same list."""
     if isinstance(parsed, Rejection):
@@ -171,7 +172,7 @@ def _finish(
     )
 
 
-def _tenant_of(parsed: Event | Rejection) -> int | None:
+def _tenant_of(parsed: Event[Payload] | Rejection) -> int | None:
     """The tenant whose staff see an event that did not apply: the one it names (when known; a
     rejection never creates a tenant), else, when it names none, its contact link's. Looked up by the
     values as stored: a NUL in a rejected event's ids must not break the lookup."""
@@ -184,7 +185,7 @@ def _tenant_of(parsed: Event | Rejection) -> int | None:
     return None
 
 
-def _apply(event: Event, row_id: int) -> Outcome:
+def _apply(event: Event[Payload], row_id: int) -> Outcome:
     handler = handler_for(event.type)
     try:
         with transaction.atomic():  # a savepoint: a rejected or broken event leaves no effect behind
@@ -254,11 +255,11 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
     return outcome.status, outcome
 
 
-def _type_of(parsed: Event | Rejection) -> str:
+def _type_of(parsed: Event[Payload] | Rejection) -> str:
     return parsed.type.value if isinstance(parsed, Event) else parsed.event_type
 
 
-def _log_outcome(parsed: Event | Rejection, outcome: Outcome, seconds: float) -> None:
+def _log_outcome(parsed: Event[Payload] | Rejection, outcome: Outcome, seconds: float) -> None:
     # Ids only: emails and phone numbers are personal data and never reach the logs.
     event_type = _type_of(parsed)
     metrics.record_event(event_type, outcome.status, seconds)

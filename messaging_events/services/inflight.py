@@ -66,7 +66,8 @@ def track(task_id: str, queue: str, jobs: list[BridgedJob], *, republished: int 
     the broker's Redis does not answer, so the caller publishes nothing it has not recorded."""
     body = json.dumps({"queue": queue, "jobs": jobs, "republished": republished}, separators=(",", ":"))
     with _redis().pipeline(transaction=True) as pipe:
-        pipe.zadd(REGISTER_KEY, {task_id: time.time()}).hset(BATCHES_KEY, task_id, body)
+        # redis-py types a pipelined command's return as the command's reply, not as the pipeline it is.
+        pipe.zadd(REGISTER_KEY, {task_id: time.time()}).hset(BATCHES_KEY, task_id, body)  # type: ignore[union-attr]
         pipe.hset(QUEUES_KEY, task_id, queue)
         for key in broker.queue_keys(queue):
             pipe.llen(key)
@@ -81,8 +82,9 @@ def forget(task_id: str | None) -> None:
         return
     try:
         with _redis().pipeline(transaction=True) as pipe:
-            pipe.zrem(REGISTER_KEY, task_id).hdel(BATCHES_KEY, task_id).hdel(QUEUES_KEY, task_id)
-            pipe.hdel(SUSPECTS_KEY, task_id).execute()
+            # As in `track`: redis-py types a pipelined command's return as its reply.
+            pipe.zrem(REGISTER_KEY, task_id).hdel(BATCHES_KEY, task_id).hdel(QUEUES_KEY, task_id)  # type: ignore[attr-defined]
+            pipe.hdel(SUSPECTS_KEY, task_id).execute()  # type: ignore[attr-defined]
     except redis.RedisError as exc:
         logger.warning("inflight_forget_failed task=%s error=%s", task_id, type(exc).__name__)
 
@@ -96,7 +98,8 @@ class RegisterFigures:
 def figures(*, now: float | None = None) -> RegisterFigures:
     client = _redis()
     oldest = client.zrange(REGISTER_KEY, 0, 0, withscores=True)
-    age = None if not oldest else round(max(0.0, (now or time.time()) - oldest[0][1]), 1)
+    # redis-py types a `withscores` reply as members or (member, score) pairs alike.
+    age = None if not oldest else round(max(0.0, (now or time.time()) - oldest[0][1]), 1)  # type: ignore[operator]
     return RegisterFigures(batches=int(client.zcard(REGISTER_KEY)), oldest_age_s=age)
 
 
@@ -118,7 +121,8 @@ def reconcile(republish: Republish, *, now: float | None = None) -> ReconcileRep
     rows = client.zrangebyscore(
         REGISTER_KEY, "-inf", now - settings.INFLIGHT_GRACE_S, start=0, num=CANDIDATES_PER_PASS, withscores=True
     )
-    candidates = {_text(task_id): score for task_id, score in rows}
+    # As in `figures`: a `withscores` reply, typed as members or pairs alike.
+    candidates = {_text(task_id): score for task_id, score in rows}  # type: ignore[misc, arg-type]
     report.candidates = len(candidates)
     previous_suspects = {_text(task_id) for task_id in client.hkeys(SUSPECTS_KEY)}
     if not candidates:

@@ -23,7 +23,7 @@ def schedule_unpark(contact_ids: list[str]) -> None:
     try:
         parked = InboundEvent.objects.filter(status=InboundEventStatus.PARKED, messaging_contact_id__in=contact_ids)
         if parked.exists():
-            unpark_contact_events_task.apply_async(args=[contact_ids], queue="high")
+            unpark_contact_events_task.apply_async(args=(contact_ids,), queue="high")
     except Exception as exc:
         logger.warning("unpark_schedule_failed contacts=%d error=%s", len(contact_ids), type(exc).__name__)
 

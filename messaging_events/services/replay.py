@@ -18,7 +18,7 @@ def replay_events(rows: Iterable[InboundEvent], *, batch_size: int | None = None
 
     def flush(queue: str) -> None:
         if pending[queue]:
-            apply_event_batch_task.apply_async(args=[pending[queue]], kwargs={"replay": True}, queue=queue)
+            apply_event_batch_task.apply_async(args=(pending[queue],), kwargs={"replay": True}, queue=queue)
             pending[queue] = []
 
     for row in rows:

@@ -1,5 +1,7 @@
 """Create the demo superuser `admin`/`admin` for `make up`, once. Refuses outside DEBUG unless --force."""
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -15,7 +17,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--force", action="store_true", help="Run even when DEBUG is off.")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG and not options["force"]:
             raise CommandError("Refusing to create a demo superuser with DEBUG off; pass --force if you mean it.")
         user_model = get_user_model()

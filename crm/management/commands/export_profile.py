@@ -1,6 +1,7 @@
 """`python manage.py export_profile --tenant T --contact-id C`: the subject access export as JSON on stdout."""
 
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -15,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", required=True, help="The Messaging tenantId.")
         parser.add_argument("--contact-id", required=True, help="The Messaging contactId.")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             export = profile_export(tenant_external_id=options["tenant"], contact_id=options["contact_id"])
         except ApplicationError as exc:

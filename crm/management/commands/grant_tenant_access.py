@@ -45,6 +45,7 @@ class Command(BaseCommand):
                 f"Created user {change.username} without a password: "
                 f"set one with `manage.py changepassword {change.username}`."
             )
+        assert change.role is not None  # a grant always leaves the user a role
         self.stdout.write(
             f"{change.username} is now {ROLE_GROUPS[change.role]!r} for tenants: {', '.join(change.tenants)}."
         )
