@@ -85,7 +85,8 @@ def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republish
     messages that were already waiting in the queue."""
     waiting = inflight.track(task_id, queue, jobs, republished=republished)
     # No kombu-level retry: the bridge's batcher owns retry and backoff, and keeps the jobs meanwhile.
-    apply_event_batch.apply_async(
+    # Celery passes argsrepr on to the message's headers; celery-types does not list it among the options.
+    apply_event_batch.apply_async(  # type: ignore[call-arg]
         args=(jobs,), queue=queue, routing_key=queue, task_id=task_id, retry=False, argsrepr=batch_summary(jobs)
     )
     return waiting

@@ -405,6 +405,7 @@ def _states_decide(*, profile: Profile, changes: list[ConsentChange], states: di
     return changed
 
 
+_FLAG_COLUMNS = {field.name: field.column for field in Profile._meta.concrete_fields if field.name.endswith("_opt_in")}
 _STATES_UPDATE_SQL = """
 UPDATE crm_marketingconsent m SET
     opted_in = v.opted_in, changed_at = v.changed_at, source = v.source, address = v.address,
@@ -420,7 +421,7 @@ def _states_and_flags_write(*, profile_id: int, states: list[MarketingConsent], 
     hot path: `bulk_update`'s CASE expressions cost more to build than the round trip)."""
     if not states and not flags:
         return
-    columns = [Profile._meta.get_field(name).column for name in flags]  # only real columns reach the SQL
+    columns = [_FLAG_COLUMNS[name] for name in flags]  # only the flags' own columns reach the SQL
     flags_sql = f"UPDATE crm_profile SET {', '.join(f'{column} = %s' for column in columns)} WHERE id = %s"
     rows = [
         {
