@@ -4,7 +4,9 @@
 up:
 	bash scripts/up.sh
 
+# The static checks first (scripts/lint.sh, about a minute), then the whole suite: CI runs exactly this.
 test:
+	bash scripts/lint.sh
 	bash scripts/test.sh --durations=25
 
 # Everything but the tests that start processes or are marked slow (docs/testing.md).
@@ -25,12 +27,9 @@ bench:
 bench-quick:
 	BENCH_QUICK=1 bash scripts/bench.sh
 
-# ruff (with its complexity rules), the import contracts of pyproject.toml ([tool.importlinter],
-# docs/architecture.md), then mypy ([tool.mypy]; docs/testing.md, "What make lint checks").
+# ruff (with its complexity rules), the import contracts, mypy: scripts/lint.sh.
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
-	.venv/bin/lint-imports --no-logo --no-cache
-	.venv/bin/mypy
+	bash scripts/lint.sh
 
 fmt:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
