@@ -1,7 +1,6 @@
 """Thin Celery tasks: they hand events to the inbox service and own only retry and failure policy."""
 
 import logging
-from collections import Counter
 from dataclasses import asdict
 
 from celery import shared_task
@@ -9,6 +8,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import transaction
 
+from messaging_events import inflight_register, publishing
 from messaging_events.contract.jobs import BridgedJob
 from messaging_events.services import batch_apply, inbox, inflight
 
@@ -37,12 +37,12 @@ def _schedule_unpark(contact_ids: list[str]) -> None:
         logger.warning("unpark_schedule_failed contacts=%d error=%s", len(contact_ids), type(exc).__name__)
 
 
-@shared_task(bind=True, name="messaging_events.apply_event_batch", max_retries=None)
+@shared_task(bind=True, name=publishing.APPLY_BATCH_TASK, max_retries=None)
 def apply_event_batch(self, jobs: list[BridgedJob], replay: bool = False) -> dict[str, int]:
     """Apply a batch of bridged BullMQ jobs: message events set-based in one transaction, the rest per event.
     Only a return means every event reached a recorded state; then the batch leaves the in-flight register."""
     statuses = _apply_or_retry(self, jobs, replay)
-    inflight.forget(self.request.id)
+    inflight_register.forget(self.request.id)
     return statuses
 
 
@@ -79,34 +79,10 @@ def _queue_of(task) -> str:
     return (task.request.delivery_info or {}).get("routing_key") or "normal"
 
 
-def publish_batch(jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int = 0) -> int:
-    """The one way the bridge's batches enter Celery: recorded in the in-flight register first, so a
-    message the broker loses is found and published again (`reconcile_inflight_batches`). Returns the
-    messages that were already waiting in the queue."""
-    waiting = inflight.track(task_id, queue, jobs, republished=republished)
-    # No kombu-level retry: the bridge's batcher owns retry and backoff, and keeps the jobs meanwhile.
-    # Celery passes argsrepr on to the message's headers; celery-types does not list it among the options.
-    apply_event_batch.apply_async(  # type: ignore[call-arg]
-        args=(jobs,), queue=queue, routing_key=queue, task_id=task_id, retry=False, argsrepr=batch_summary(jobs)
-    )
-    return waiting
-
-
-def batch_summary(jobs: list[BridgedJob]) -> str:
-    """What Flower and the worker's logs show as the task's arguments, instead of Celery's repr of every
-    job: the repr would carry contacts' emails and phone numbers, and took a fifth of the bridge's
-    publish time. Job ids and types say enough to find a batch's events in the inbox."""
-    types = Counter(str(job.get("name") or "?") for job in jobs)
-    ids = [str(job.get("id")) for job in jobs]
-    span = f"{ids[0]}..{ids[-1]}" if len(ids) > 1 else "".join(ids)
-    counts = ", ".join(f"{count} {name}" for name, count in types.most_common())
-    return f"{len(jobs)} jobs [{span}]: {counts}"[:200]
-
-
 @shared_task(name="messaging_events.reconcile_inflight_batches")
 def reconcile_inflight_batches() -> dict[str, int]:
     """Publish again the batches the broker lost (see `services.inflight`)."""
-    report = inflight.reconcile(publish_batch)
+    report = inflight.reconcile(publishing.publish_batch)
     return {**asdict(report), "republished": len(report.republished)}
 
 

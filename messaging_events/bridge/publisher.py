@@ -4,7 +4,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from messaging_events.contract.jobs import BridgedJob
-from messaging_events.tasks import publish_batch
+from messaging_events.publishing import publish_batch
 
 
 class CeleryPublisher:

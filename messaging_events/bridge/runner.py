@@ -27,6 +27,8 @@ from messaging_events.bridge.publisher import CeleryPublisher
 from messaging_events.bridge.watch import ConnectionWatch
 from messaging_events.connections import describe_error
 from messaging_events.contract.jobs import (
+    OVERSIZED_MARKER,
+    UNDECODABLE_MARKER,
     BridgedJob,
     Rejection,
     check_depth,
@@ -35,7 +37,6 @@ from messaging_events.contract.jobs import (
     unreadable_job,
 )
 from messaging_events.contract.routing import QUEUE_ORDER, Priority, event_type_from_name
-from messaging_events.services.inbox import OVERSIZED_MARKER, UNDECODABLE_MARKER
 
 logger = logging.getLogger(__name__)
 

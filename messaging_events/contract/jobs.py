@@ -27,6 +27,9 @@ MAX_ERROR_LENGTH = 2000
 MAX_JSON_DEPTH = 64
 # Job data the pipeline could not forward or store as received; a replay rejects it again.
 UNREADABLE_MARKER = "_unreadable"
+# Set by the bridge: data over BRIDGE_MAX_JOB_BYTES, and data that is not JSON (only a raw Redis write makes one).
+OVERSIZED_MARKER = "_oversized"
+UNDECODABLE_MARKER = "_undecodable"
 UNREADABLE_PREVIEW_CHARS = 2000
 
 

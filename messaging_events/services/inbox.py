@@ -21,6 +21,8 @@ from crm.errors import ApplicationError
 from crm.models import ContactLink, Tenant
 from messaging_events import error_tracking, metrics
 from messaging_events.contract.jobs import (
+    OVERSIZED_MARKER,
+    UNDECODABLE_MARKER,
     UNREADABLE_MARKER,
     BridgedJob,
     Event,
@@ -39,8 +41,6 @@ from messaging_events.redaction import redact
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
-OVERSIZED_MARKER = "_oversized"
-UNDECODABLE_MARKER = "_undecodable"
 # Data the bridge could not forward as received: a replay must reject it again, for the same reason.
 UNREADABLE_MARKERS = (OVERSIZED_MARKER, UNDECODABLE_MARKER, UNREADABLE_MARKER)
 TIME_LIMIT_ERROR = "the batch reached its soft time limit before this event was applied"

@@ -6,9 +6,9 @@ between the two (an OOM kill, `kill -9`), or killed while the BRPOP reply still 
 socket, takes the message with it: it is in no queue and in no hash, and BullMQ has already
 completed its jobs. The fault suite lost one such batch of two events (celery/kombu#1836, #305).
 
-So the bridge records each batch here (`track`) before publishing it, keyed by its Celery task id,
-and the task forgets it when the batch is done (`forget`). `reconcile` (beat, every
-INFLIGHT_RECONCILE_INTERVAL_S) looks at the records older than INFLIGHT_GRACE_S and republishes
+So the bridge records each batch in the register (`messaging_events.inflight_register.track`) before
+publishing it, keyed by its Celery task id, and the task forgets it when the batch is done (`forget`).
+`reconcile` (beat, every INFLIGHT_RECONCILE_INTERVAL_S) looks at the records older than INFLIGHT_GRACE_S and republishes
 those whose message is in no queue and in no worker's `unacked` hash on two passes in a row. A
 republished batch can at worst run twice, which the inbox makes harmless; a lost one never runs.
 
@@ -29,15 +29,12 @@ import redis
 from django.conf import settings
 
 from messaging_events import broker
+from messaging_events import inflight_register as register
 from messaging_events.contract.jobs import BridgedJob
 from messaging_events.services import inbox
 
 logger = logging.getLogger(__name__)
 
-REGISTER_KEY = "crm:inflight"  # sorted set: task id -> when the batch was (re)published
-BATCHES_KEY = "crm:inflight:batches"  # hash: task id -> {"queue", "jobs", "republished"}
-QUEUES_KEY = "crm:inflight:queues"  # hash: task id -> queue, read on every pass without the batches
-SUSPECTS_KEY = "crm:inflight:suspects"  # hash: task id -> when a pass first found its message nowhere
 CANDIDATES_PER_PASS = 500
 SCAN_PAGE = 500
 # How many messages at the consumer end of a queue are read to find one the register knows.
@@ -48,59 +45,6 @@ class Republish(Protocol):
     """Tracks the batch again (`track`) and publishes it under the same task id."""
 
     def __call__(self, jobs: list[BridgedJob], *, queue: str, task_id: str, republished: int) -> object: ...
-
-
-_client: redis.Redis | None = None
-
-
-def _redis() -> redis.Redis:
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    return _client
-
-
-def track(task_id: str, queue: str, jobs: list[BridgedJob], *, republished: int = 0) -> int:
-    """Record a batch about to be published, and return how many messages are waiting in its queue
-    (read in the same round trip; the bridge batches more while the workers are behind). Raises when
-    the broker's Redis does not answer, so the caller publishes nothing it has not recorded."""
-    body = json.dumps({"queue": queue, "jobs": jobs, "republished": republished}, separators=(",", ":"))
-    with _redis().pipeline(transaction=True) as pipe:
-        # redis-py types a pipelined command's return as the command's reply, not as the pipeline it is.
-        pipe.zadd(REGISTER_KEY, {task_id: time.time()}).hset(BATCHES_KEY, task_id, body)  # type: ignore[union-attr]
-        pipe.hset(QUEUES_KEY, task_id, queue)
-        for key in broker.queue_keys(queue):
-            pipe.llen(key)
-        replies = pipe.execute()
-    return sum(replies[3:])
-
-
-def forget(task_id: str | None) -> None:
-    """The batch is done: every event in it reached a recorded state. A record left behind by a
-    failure here is republished later, and the second run changes nothing."""
-    if not task_id:
-        return
-    try:
-        with _redis().pipeline(transaction=True) as pipe:
-            # As in `track`: redis-py types a pipelined command's return as its reply.
-            pipe.zrem(REGISTER_KEY, task_id).hdel(BATCHES_KEY, task_id).hdel(QUEUES_KEY, task_id)  # type: ignore[attr-defined]
-            pipe.hdel(SUSPECTS_KEY, task_id).execute()  # type: ignore[attr-defined]
-    except redis.RedisError as exc:
-        logger.warning("inflight_forget_failed task=%s error=%s", task_id, type(exc).__name__)
-
-
-@dataclass
-class RegisterFigures:
-    batches: int
-    oldest_age_s: float | None
-
-
-def figures(*, now: float | None = None) -> RegisterFigures:
-    client = _redis()
-    oldest = client.zrange(REGISTER_KEY, 0, 0, withscores=True)
-    # redis-py types a `withscores` reply as members or (member, score) pairs alike.
-    age = None if not oldest else round(max(0.0, (now or time.time()) - oldest[0][1]), 1)  # type: ignore[operator]
-    return RegisterFigures(batches=int(client.zcard(REGISTER_KEY)), oldest_age_s=age)
 
 
 @dataclass
@@ -116,18 +60,23 @@ class ReconcileReport:
 def reconcile(republish: Republish, *, now: float | None = None) -> ReconcileReport:
     """One pass; see the module docstring. `republish` publishes a batch again under its task id."""
     now = now or time.time()
-    client = _redis()
+    client = register.client()
     report = ReconcileReport()
     rows = client.zrangebyscore(
-        REGISTER_KEY, "-inf", now - settings.INFLIGHT_GRACE_S, start=0, num=CANDIDATES_PER_PASS, withscores=True
+        register.REGISTER_KEY,
+        "-inf",
+        now - settings.INFLIGHT_GRACE_S,
+        start=0,
+        num=CANDIDATES_PER_PASS,
+        withscores=True,
     )
     # As in `figures`: a `withscores` reply, typed as members or pairs alike.
     candidates = {_text(task_id): score for task_id, score in rows}  # type: ignore[misc, arg-type]
     report.candidates = len(candidates)
-    previous_suspects = {_text(task_id) for task_id in client.hkeys(SUSPECTS_KEY)}
+    previous_suspects = {_text(task_id) for task_id in client.hkeys(register.SUSPECTS_KEY)}
     if not candidates:
         if previous_suspects:
-            client.delete(SUSPECTS_KEY)
+            client.delete(register.SUSPECTS_KEY)
         return report
 
     queue_of = _queues_of(client, list(candidates))
@@ -153,10 +102,10 @@ def reconcile(republish: Republish, *, now: float | None = None) -> ReconcileRep
     missing_now = set(missing)
     resolved = [task_id for task_id in previous_suspects if task_id not in missing_now]
     if resolved:
-        client.hdel(SUSPECTS_KEY, *resolved)
+        client.hdel(register.SUSPECTS_KEY, *resolved)
     for task_id in missing:
         if task_id not in previous_suspects:
-            client.hset(SUSPECTS_KEY, task_id, now)
+            client.hset(register.SUSPECTS_KEY, task_id, now)
             report.suspects += 1
         elif _republish(client, task_id, republish):
             report.republished.append(task_id)
@@ -164,8 +113,8 @@ def reconcile(republish: Republish, *, now: float | None = None) -> ReconcileRep
 
 
 def _republish(client: redis.Redis, task_id: str, republish: Republish) -> bool:
-    raw = client.hget(BATCHES_KEY, task_id)
-    client.hdel(SUSPECTS_KEY, task_id)
+    raw = client.hget(register.BATCHES_KEY, task_id)
+    client.hdel(register.SUSPECTS_KEY, task_id)
     if raw is None:  # finished meanwhile
         return False
     body = json.loads(raw)
@@ -177,7 +126,7 @@ def _republish(client: redis.Redis, task_id: str, republish: Republish) -> bool:
         # have no final state end `failed`, replayable, with the reason.
         for job in body["jobs"]:
             inbox.record_failure(job, f"lost by the broker and published again {times - 1} times without finishing")
-        forget(task_id)
+        register.forget(task_id)
         logger.error("inflight_abandoned task=%s queue=%s events=%d", task_id, body["queue"], events)
         return False
     republish(body["jobs"], queue=body["queue"], task_id=task_id, republished=times)
@@ -192,7 +141,7 @@ def _republish(client: redis.Redis, task_id: str, republish: Republish) -> bool:
 
 
 def _queues_of(client: redis.Redis, task_ids: list[str]) -> dict[str, str]:
-    queues = client.hmget(QUEUES_KEY, task_ids)
+    queues = client.hmget(register.QUEUES_KEY, task_ids)
     return {task_id: _text(queue) for task_id, queue in zip(task_ids, queues, strict=True) if queue}
 
 
@@ -203,7 +152,7 @@ def _oldest_queued_score(client: redis.Redis, queue: str) -> float:
         for key in broker.queue_keys(queue):
             pipe.lrange(key, -HEAD_PROBE, -1)
         heads = [task_id for page in pipe.execute() for task_id in broker.queued_task_ids(page)]
-    scores = [score for score in client.zmscore(REGISTER_KEY, heads) if score is not None] if heads else []
+    scores = [score for score in client.zmscore(register.REGISTER_KEY, heads) if score is not None] if heads else []
     return min(scores, default=float("inf"))
 
 

@@ -16,10 +16,9 @@ from django.db.models import Count, Min, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from messaging_events import broker
+from messaging_events import broker, inflight_register
 from messaging_events.connections import describe_error, mask_url, ping
 from messaging_events.models import ConflictState, InboundEvent, InboundEventStatus
-from messaging_events.services import inflight
 
 BULLMQ_STATES = ("waiting", "active", "delayed", "failed", "completed")
 BULLMQ_TIMEOUT_S = 10.0
@@ -180,10 +179,10 @@ def bridge_status_get(*, now: datetime | None = None) -> BridgeStatus:
         unreachable.append(f"cannot read the BullMQ queue at {mask_url(settings.BULLMQ_REDIS_URL)}: {reason}")
     try:
         depths = celery_queue_depths()
-        register = inflight.figures()
+        register = inflight_register.figures()
     except (OSError, redis.RedisError) as exc:
         depths = dict.fromkeys(settings.CELERY_QUEUE_NAMES, 0)
-        register = inflight.RegisterFigures(batches=0, oldest_age_s=None)
+        register = inflight_register.RegisterFigures(batches=0, oldest_age_s=None)
         broker_url = mask_url(settings.CELERY_BROKER_URL)
         unreachable.append(f"cannot read the Celery broker at {broker_url}: {describe_error(exc)}")
     status = BridgeStatus(

@@ -12,10 +12,11 @@ import time
 import pytest
 from django.test import override_settings
 
-from messaging_events import broker
+from messaging_events import broker, inflight_register
 from messaging_events.models import InboundEvent
+from messaging_events.publishing import publish_batch
 from messaging_events.services import inflight
-from messaging_events.tasks import apply_event_batch, publish_batch
+from messaging_events.tasks import apply_event_batch
 from tests.messaging_events.samples import contact_payloads
 
 pytestmark = pytest.mark.django_db
@@ -73,13 +74,13 @@ def test_a_published_batch_is_tracked_until_its_task_returns(broker_redis) -> No
     jobs = _jobs("done")
     publish_batch(jobs, queue="normal", task_id="task-done")
     assert _queued(broker_redis) == [("task-done", jobs)]
-    assert inflight.figures().batches == 1
+    assert inflight_register.figures().batches == 1
 
     apply_event_batch.apply(args=[jobs], task_id="task-done")
 
     assert InboundEvent.objects.get(idempotency_key="done_123").status == "applied"
-    assert inflight.figures() == inflight.RegisterFigures(batches=0, oldest_age_s=None)
-    assert broker_redis.hlen(inflight.BATCHES_KEY) == broker_redis.hlen(inflight.QUEUES_KEY) == 0
+    assert inflight_register.figures() == inflight_register.RegisterFigures(batches=0, oldest_age_s=None)
+    assert broker_redis.hlen(inflight_register.BATCHES_KEY) == broker_redis.hlen(inflight_register.QUEUES_KEY) == 0
 
 
 def test_publishing_reports_the_messages_already_waiting_in_the_queue(broker_redis) -> None:
@@ -114,8 +115,8 @@ def test_a_batch_the_broker_lost_is_published_again_after_two_passes(broker_redi
     assert second.republished == ["task-lost"]
     assert republished == [("task-lost", 1)]
     assert _queued(broker_redis) == [("task-lost", jobs)]
-    assert broker_redis.hlen(inflight.SUSPECTS_KEY) == 0
-    assert json.loads(broker_redis.hget(inflight.BATCHES_KEY, "task-lost"))["republished"] == 1
+    assert broker_redis.hlen(inflight_register.SUSPECTS_KEY) == 0
+    assert json.loads(broker_redis.hget(inflight_register.BATCHES_KEY, "task-lost"))["republished"] == 1
 
 
 def test_queued_batches_are_never_published_again(broker_redis) -> None:
@@ -168,7 +169,7 @@ def test_a_suspect_seen_again_in_a_worker_is_cleared(broker_redis) -> None:
 
     assert (second.unacked, second.suspects, second.republished) == (1, 0, [])
     assert republished == []
-    assert broker_redis.hlen(inflight.SUSPECTS_KEY) == 0
+    assert broker_redis.hlen(inflight_register.SUSPECTS_KEY) == 0
 
 
 def test_within_the_grace_period_nothing_is_looked_at(broker_redis) -> None:
@@ -176,7 +177,7 @@ def test_within_the_grace_period_nothing_is_looked_at(broker_redis) -> None:
     _lose_next_message(broker_redis)
     report = inflight.reconcile(lambda *a, **k: pytest.fail("republished within the grace period"))
     assert report.candidates == 0
-    assert broker_redis.hlen(inflight.SUSPECTS_KEY) == 0
+    assert broker_redis.hlen(inflight_register.SUSPECTS_KEY) == 0
 
 
 @override_settings(INFLIGHT_MAX_REPUBLISH=1)
@@ -193,5 +194,5 @@ def test_a_batch_lost_more_often_than_allowed_ends_failed_and_replayable(broker_
     row = InboundEvent.objects.get(idempotency_key="cursed_123")
     assert row.status == "failed"
     assert row.error == "lost by the broker and published again 1 times without finishing"
-    assert inflight.figures().batches == 0
+    assert inflight_register.figures().batches == 0
     assert _queued(broker_redis) == []

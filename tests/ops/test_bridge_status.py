@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from messaging_events.broker import queue_keys
 from messaging_events.models import InboundEvent
-from messaging_events.tasks import apply_event_batch, publish_batch
+from messaging_events.publishing import publish_batch
+from messaging_events.tasks import apply_event_batch
 from tests.ops.conftest import bullmq_queue, run
 
 pytestmark = pytest.mark.django_db

@@ -5,8 +5,7 @@ from types import SimpleNamespace
 from django.test import override_settings
 
 from messaging_events.bridge.runner import OVERSIZED_PREVIEW_CHARS, bridged_job
-from messaging_events.contract.jobs import Event, Rejection, identity_of, parse_job
-from messaging_events.services.inbox import OVERSIZED_MARKER
+from messaging_events.contract.jobs import OVERSIZED_MARKER, Event, Rejection, identity_of, parse_job
 from tests.messaging_events.samples import contact_job, contact_payloads
 
 
