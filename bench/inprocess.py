@@ -9,6 +9,8 @@ when the absolute figures do not.
 
     DATABASE_URL=… python -m bench.inprocess --contacts 300 --batch 32 --repeats 3
 
+With `--preferences N`, it times `contactPreference.updated` for N contacts that exist, one per batch.
+
 With `--signups N`, it times the stream's `contact.created` events instead (new contacts, most with
 email and SMS opt-in flags, `bench.stream.generate`): N per run through `batch_apply.apply_batch`,
 which applies them per event (docs/performance.md, "contact.created round trips").
@@ -88,6 +90,27 @@ def signups(*, count: int = 2000, batch: int = 32, repeats: int = 3, tag: str = 
     }
 
 
+def preferences(*, count: int = 300, repeats: int = 3, tag: str = "preferences") -> dict:
+    """Median ms/event of `contactPreference.updated` for `count` contacts that exist, one event per batch
+    (as high-priority events arrive, one at a time) through the worker's batch path."""
+    from messaging_events.services import batch_apply, inbox
+
+    runs = []
+    for repeat in range(repeats):
+        run_tag = f"{tag}-{repeat}"
+        people = stream.contacts_of(count, TENANTS, run_tag)
+        signups = [job for job in stream.generate(count, TENANTS, run_tag) if job["name"] == "contact.created"]
+        _apply(_bridged(signups, f"{run_tag}-signup"), 32, inbox.process_batch)
+        changes = _bridged(list(stream.preference_changes(people, count, run_tag)), f"{run_tag}-preference")
+        runs.append(_apply(changes, 1, batch_apply.apply_batch) * 1000 / len(changes))
+    return {
+        "preferences_per_run": count,
+        "repeats": repeats,
+        "preference_ms_per_event": round(statistics.median(runs), 3),
+        "runs_ms_per_event": [round(v, 3) for v in runs],
+    }
+
+
 def main() -> None:
     import django
 
@@ -96,12 +119,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--signups", type=int, default=0, help="time N contact.created per run instead")
+    parser.add_argument(
+        "--preferences",
+        type=int,
+        default=0,
+        help="time N contactPreference.updated (existing contacts) per run instead",
+    )
     parser.add_argument("--tag", default=f"inproc{int(time.time())}")
     args = parser.parse_args()
     django.setup()
     logging.disable(logging.INFO)  # the per-event log lines are the same for both paths; keep stdout readable
     if args.signups:
         figures = signups(count=args.signups, batch=args.batch, repeats=args.repeats, tag=args.tag)
+    elif args.preferences:
+        figures = preferences(count=args.preferences, repeats=args.repeats, tag=args.tag)
     else:
         figures = compare(contacts=args.contacts, batch=args.batch, repeats=args.repeats, tag=args.tag)
     print(json.dumps(figures, indent=2))
