@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from crm.services.backfill import BackfillFileError, BackfillResult, contacts_backfill, count_rows, detect_format
+from crm.services.backfill_pipeline import ValidationProcessError
 from messaging_events.contract.fields import check_timestamp_range
 
 
@@ -109,6 +110,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except OSError as exc:
             raise CommandError(f"{path}: cannot read it ({exc.strerror})") from None
+        except ValidationProcessError as exc:
+            raise CommandError(f"{exc}; the chunks committed so far are kept; continue with --resume") from None
         except KeyboardInterrupt:
             raise CommandError("interrupted: the chunks committed so far are kept; continue with --resume") from None
         finally:
