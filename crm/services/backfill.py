@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,7 +165,7 @@ def _not_utf8(byte: str) -> str:
     return f"not UTF-8 text (byte {byte}); re-export the file as UTF-8"
 
 
-def read_csv(path: Path, result: BackfillResult, *, tenant: str | None = None) -> Iterator[Row]:
+def read_csv(path: Path, result: BackfillResult, *, tenant: str | None = None) -> Generator[Row, None, None]:
     # Bytes that are not UTF-8 become lone surrogates, so the rows they are in are rejected, not the file.
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
@@ -207,7 +207,7 @@ def read_csv(path: Path, result: BackfillResult, *, tenant: str | None = None) -
             yield Row(line, values)
 
 
-def read_jsonl(path: Path, result: BackfillResult) -> Iterator[Row]:
+def read_jsonl(path: Path, result: BackfillResult) -> Generator[Row, None, None]:
     ignored: set[str] = set()
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
         for line, text in enumerate(handle, start=1):

@@ -30,7 +30,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from django.db import connections
 
@@ -106,7 +108,7 @@ def _work(pipe: Connection, parent_end: Connection, reading: Reading) -> None:
         pipe.send(("crash", f"{type(exc).__name__}: {exc}"))
 
 
-def _receive(pipe: Connection, process: multiprocessing.Process) -> tuple[str, object]:
+def _receive(pipe: Connection, process: BaseProcess) -> tuple[str, Any]:
     try:
         return pipe.recv()
     except EOFError:
@@ -116,7 +118,7 @@ def _receive(pipe: Connection, process: multiprocessing.Process) -> tuple[str, o
         ) from None
 
 
-def _stop(pipe: Connection, process: multiprocessing.Process) -> None:
+def _stop(pipe: Connection, process: BaseProcess) -> None:
     with suppress(OSError):  # it has already gone
         pipe.send(_STOP)
     process.join(_STOP_WAIT_S)
