@@ -83,7 +83,7 @@ class _RowInvalid(Exception):
 
 
 @dataclass
-class Rejection:
+class RowRejection:
     line: int
     reason: str
 
@@ -92,7 +92,7 @@ class Rejection:
 class BackfillResult:
     rows: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*OUTCOMES, "rejected"), 0))
-    rejections: list[Rejection] = field(default_factory=list)
+    rejections: list[RowRejection] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     dry_run: bool = False
     resumed_after_line: int = 0  # rows up to this line were committed by an earlier run
@@ -298,11 +298,11 @@ class Tally:
     """What one transaction did; merged into the result only once it committed."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*OUTCOMES, "rejected"), 0))
-    rejections: list[Rejection] = field(default_factory=list)
+    rejections: list[RowRejection] = field(default_factory=list)
 
     def reject(self, line: int, reason: str) -> None:
         self.counts["rejected"] += 1
-        self.rejections.append(Rejection(line, reason[:MAX_REASON_CHARS]))
+        self.rejections.append(RowRejection(line, reason[:MAX_REASON_CHARS]))
 
 
 def _validated(row: Row, *, tenant: str | None, default_occurred_at: datetime) -> Item:

@@ -36,12 +36,20 @@ from crm.models import ConsentSource, Profile
 from crm.normalise import email_normalise, phone_normalise
 from crm.services.consent import consent_follow_addresses, consent_statements_record
 from crm.services.contact_points import address_kind, contact_addresses_record, profile_addresses
-from crm.services.identity import contact_resolve_or_create
+from crm.services.identity import Resolved, contact_resolve_or_create
 from crm.services.locks import profile_lock_get
 from crm.services.merge import profile_merge
 from crm.services.profiles import consent_reports_record, profile_fields_apply_event, profile_fields_fill_new
 
 MESSAGING_LAWFUL_BASIS = "consent as recorded by the Messaging service"
+
+
+class ContactEventKind(StrEnum):
+    """Which contact event a statement comes from: it decides what a missing contact becomes."""
+
+    CREATED = "created"  # contact.created and the backfill: a real profile
+    UPDATED = "updated"  # contact.updated: a stub until its contact.created arrives
+    PREFERENCES = "preferences"  # contactPreference.updated: a stub too
 
 
 class ContactImportOutcome(StrEnum):
@@ -90,7 +98,7 @@ def _consent_apply(
 
 def _contact_apply(
     *,
-    mode: str,
+    kind: ContactEventKind,
     tenant_external_id: str,
     contact_id: str,
     email: str | None,
@@ -105,7 +113,7 @@ def _contact_apply(
 ) -> ContactImportResult:
     email = email_normalise(email)
     phone = phone_normalise(phone)
-    creating = mode == "created"
+    creating = kind is ContactEventKind.CREATED
     values = {"email": email, "phone": phone, "first_name": first_name, "last_name": last_name}
 
     def fill(new: Profile) -> None:
@@ -119,10 +127,10 @@ def _contact_apply(
         stub=not creating,
         prepare=fill,
     )
-    outcome = {"created": ContactImportOutcome.CREATED, "linked": ContactImportOutcome.LINKED}.get(how)
+    outcome = {Resolved.CREATED: ContactImportOutcome.CREATED, Resolved.LINKED: ContactImportOutcome.LINKED}.get(how)
     merged_profile_id = None
     if creating and profile.is_stub:
-        if resolution.match is not None and how == "existing":
+        if resolution.match is not None and how is Resolved.EXISTING:
             merged_profile_id = profile.pk
             by = "email" if email and resolution.match.email == email else "phone"
             profile = profile_merge(
@@ -137,7 +145,7 @@ def _contact_apply(
             Profile.objects.filter(pk=profile.pk).update(is_stub=False)
             outcome = outcome or ContactImportOutcome.CREATED
     # A profile this event inserted holds its fields already, and no one else can see it yet.
-    new_profile = how == "created"
+    new_profile = how is Resolved.CREATED
     if not new_profile:
         profile = profile_lock_get(profile.pk)
     addresses = {"email": email, "phone": phone}
@@ -214,7 +222,7 @@ def contact_import(
     importing the same row twice changes nothing the second time (outcome "unchanged").
     """
     return _contact_apply(
-        mode="created",
+        kind=ContactEventKind.CREATED,
         tenant_external_id=tenant_external_id,
         contact_id=contact_id,
         email=email,
@@ -245,7 +253,7 @@ def contact_update(
     """`contact.updated`: fill fields where still empty (provenance rule); its opt-in flags are an
     observation only (module doc). An unknown contact is resolved by email/phone or gets a stub."""
     return _contact_apply(
-        mode="updated",
+        kind=ContactEventKind.UPDATED,
         tenant_external_id=tenant_external_id,
         contact_id=contact_id,
         email=email,
@@ -272,7 +280,7 @@ def contact_preferences_update(
 ) -> ContactImportResult:
     """`contactPreference.updated`: the opt-in flags present, last-writer-wins; an unknown contact gets a stub."""
     return _contact_apply(
-        mode="preferences",
+        kind=ContactEventKind.PREFERENCES,
         tenant_external_id=tenant_external_id,
         contact_id=contact_id,
         email=None,

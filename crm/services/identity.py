@@ -15,6 +15,7 @@ the `PROFILE_UPDATED` activity's data under `identity_conflict`.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.db import connection
 
@@ -46,6 +47,14 @@ def identity_lock(*, tenant_external_id: str, contact_id: str, email: str, phone
         f"email:{tenant_external_id}:{email}" if email else "",
         f"phone:{tenant_external_id}:{phone}" if phone else "",
     )
+
+
+class Resolved(StrEnum):
+    """How `contact_resolve_or_create` found the contact's profile."""
+
+    EXISTING = "existing"  # the contactId was already linked
+    LINKED = "linked"  # linked now, to the profile its email or phone matched
+    CREATED = "created"  # a new profile (or stub), linked
 
 
 @dataclass
@@ -129,24 +138,24 @@ def contact_resolve_or_create(
     phone: str,
     stub: bool,
     prepare: Callable[[Profile], None] | None = None,
-) -> tuple[Tenant, Profile, str, Resolution]:
+) -> tuple[Tenant, Profile, Resolved, Resolution]:
     """Resolve (see module doc) and link, creating the tenant (first sight) and a profile when nothing matches.
 
     `prepare` fills a new profile before it is inserted, so that its fields cost no second write.
-    Returns the tenant, the profile, what happened ("existing", "linked", "created") and the resolution.
+    Returns the tenant, the profile, how it was found (`Resolved`) and the resolution.
     A link to a stub is left to the caller (`contact_import` merges it; other events keep using the stub).
     """
     identity_lock(tenant_external_id=tenant_external_id, contact_id=contact_id, email=email, phone=phone)
     resolution = contact_resolve(tenant_external_id=tenant_external_id, contact_id=contact_id, email=email, phone=phone)
     tenant = resolution.tenant or tenant_get_or_create(tenant_external_id)
     if resolution.current is not None:
-        return tenant, resolution.current, "existing", resolution
+        return tenant, resolution.current, Resolved.EXISTING, resolution
     if resolution.match is not None:
         resolution.link = contact_link_create(tenant=tenant, profile=resolution.match, contact_id=contact_id)
-        return tenant, resolution.match, "linked", resolution
+        return tenant, resolution.match, Resolved.LINKED, resolution
     profile = Profile(tenant=tenant, is_stub=stub)
     if prepare is not None:
         prepare(profile)
     profile.save(force_insert=True)
     resolution.link = contact_link_create(tenant=tenant, profile=profile, contact_id=contact_id)
-    return tenant, profile, "created", resolution
+    return tenant, profile, Resolved.CREATED, resolution
