@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from crm.models import Profile, Tenant
 from crm.services import contacts, messages
+from crm.services.contacts import ContactEventKind, ContactStatement
 from crm.services.locks import contact_identities_wait
 from crm.services.selectors import contact_link_for_event
 from crm.services.tenants import tenant_get_or_create
@@ -78,45 +79,42 @@ def _statement_key(event: Event[Payload]) -> str:
     return f"{event.type.value}:{event.idempotency_key}"
 
 
-@handles(EventType.CONTACT_CREATED)
-def contact_created(event: Event[ContactCreated], inbox_id: int) -> Outcome:
-    result = contacts.contact_import(
-        tenant_external_id=event.tenant_ref,
-        contact_id=event.contact_id,
-        **_contact_fields(event),
-        opt_ins=event.payload.consent_statements(),
-        occurred_at=event.occurred_at,
-        source_key=_statement_key(event),
-        source_event_id=inbox_id,
+def _contact_statement_apply(event: Event[Payload], inbox_id: int, kind: ContactEventKind, **stated: Any) -> Outcome:
+    """The three contact events' one path: what the event states, as one `ContactStatement`."""
+    result = contacts.contact_statement_apply(
+        ContactStatement(
+            kind=kind,
+            tenant_external_id=event.tenant_ref,
+            contact_id=event.contact_id,
+            occurred_at=event.occurred_at,
+            source_key=_statement_key(event),
+            source_event_id=inbox_id,
+            **stated,
+        )
     )
     return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
+
+
+@handles(EventType.CONTACT_CREATED)
+def contact_created(event: Event[ContactCreated], inbox_id: int) -> Outcome:
+    consent = event.payload.consent_statements()
+    return _contact_statement_apply(
+        event, inbox_id, ContactEventKind.CREATED, **_contact_fields(event), opt_ins=consent
+    )
 
 
 @handles(EventType.CONTACT_UPDATED)
 def contact_updated(event: Event[ContactUpdated], inbox_id: int) -> Outcome:
-    result = contacts.contact_update(
-        tenant_external_id=event.tenant_ref,
-        contact_id=event.contact_id,
-        **_contact_fields(event),
-        reported_opt_ins=event.payload.consent_statements(),
-        occurred_at=event.occurred_at,
-        source_key=_statement_key(event),
-        source_event_id=inbox_id,
+    reported = event.payload.consent_statements()  # an observation only (crm.services.contacts)
+    return _contact_statement_apply(
+        event, inbox_id, ContactEventKind.UPDATED, **_contact_fields(event), reported_opt_ins=reported
     )
-    return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
 
 
 @handles(EventType.CONTACT_PREFERENCE_UPDATED)
 def contact_preference_updated(event: Event[ContactPreferenceUpdated], inbox_id: int) -> Outcome:
-    result = contacts.contact_preferences_update(
-        tenant_external_id=event.tenant_ref,
-        contact_id=event.contact_id,
-        opt_ins=event.payload.consent_statements(),
-        occurred_at=event.occurred_at,
-        source_key=_statement_key(event),
-        source_event_id=inbox_id,
-    )
-    return Outcome.applied(result.tenant_id, note=result.outcome.value, linked=(event.contact_id,))
+    consent = event.payload.consent_statements()
+    return _contact_statement_apply(event, inbox_id, ContactEventKind.PREFERENCES, opt_ins=consent)
 
 
 @handles(EventType.CONTACT_DELETED)

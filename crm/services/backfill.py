@@ -4,8 +4,8 @@ Each row is validated with the same schema as a live `contact.created` payload. 
 
 - bulk (the default): chunks of rows are planned set-based (crm.services.backfill_bulk): rows that
   create a new person are written in a few statements per chunk, rows whose statements are all
-  known already are counted `unchanged`, and every other row goes through `contact_import`, in file order;
-- row by row (`--row-by-row`, the reference): every row through `crm.services.contacts.contact_import`.
+  known already are counted `unchanged`, and every other row goes through `contact_statement_apply`, in file order;
+- row by row (`--row-by-row`, the reference): every row through `crm.services.contacts.contact_statement_apply`.
 
 Rows are read a chunk at a time: memory does not grow with the file. In bulk, a second process reads
 and validates the next chunk while this one is written (crm.services.backfill_pipeline). Each
@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from crm.errors import ApplicationError
 from crm.models import BackfillCheckpoint
-from crm.services.contacts import contact_import
+from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
 from messaging_events.contract.fields import parse_timestamp
 from messaging_events.contract.schemas import OPT_IN_FIELDS, ContactCreated
 
@@ -65,7 +65,7 @@ TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
 FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 CHUNK_ROWS = 5_000  # bulk path: rows read, planned and written together
 ROW_BY_ROW_CHUNK_ROWS = 500  # per-row path: rows per transaction
-# Rows applied by contact_import per transaction in the bulk path: each holds up to three advisory
+# Rows applied by contact_statement_apply per transaction in the bulk path: each holds up to three advisory
 # locks until commit, and the lock table is shared (max_locks_per_transaction x connections).
 PER_ROW_ROWS_PER_TRANSACTION = 500
 RETRIES = 3
@@ -277,7 +277,8 @@ def validate_row(row: Row, *, tenant: str | None, default_occurred_at: datetime)
 
 @dataclass
 class Item:
-    """One row of a chunk, planned: `disposition` is "rejected", "new", "unchanged" or "row" (contact_import)."""
+    """One row of a chunk, planned: `disposition` is "rejected", "new", "unchanged" or "row" (through
+    contact_statement_apply)."""
 
     line: int
     valid: ValidRow | None
@@ -321,17 +322,20 @@ def plan_row_by_row(items: list[Item]) -> list[Step]:
 
 def _apply_row(valid: ValidRow) -> str:
     p = valid.payload
-    result = contact_import(
-        tenant_external_id=p.tenantId,
-        contact_id=p.contactId,
-        email=p.email,
-        phone=p.phoneNumber,
-        first_name=p.firstName,
-        last_name=p.lastName,
-        opt_ins=p.consent_statements(),
-        occurred_at=valid.occurred_at,
-        source_key=valid.source_key,
-        source_event_id=None,
+    result = contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.CREATED,
+            tenant_external_id=p.tenantId,
+            contact_id=p.contactId,
+            email=p.email,
+            phone=p.phoneNumber,
+            first_name=p.firstName,
+            last_name=p.lastName,
+            opt_ins=p.consent_statements(),
+            occurred_at=valid.occurred_at,
+            source_key=valid.source_key,
+            source_event_id=None,
+        )
     )
     return _outcome_name(result)
 
@@ -340,7 +344,7 @@ def _outcome_name(result: Any) -> str:
     outcome = getattr(result, "outcome", result)
     name = getattr(outcome, "value", outcome)
     if name not in OUTCOMES:
-        raise RuntimeError(f"contact_import returned an unknown outcome {name!r}")
+        raise RuntimeError(f"contact_statement_apply returned an unknown outcome {name!r}")
     return name
 
 
@@ -377,7 +381,7 @@ def _bulk_step_apply(items: list[Item], tally: Tally) -> None:
 
 
 def _steps_apply(steps: list[Step], tally: Tally, row_budget: int) -> int:
-    """Apply steps in order until `row_budget` rows went through contact_import. Returns the items applied."""
+    """Apply steps in order until `row_budget` rows went through contact_statement_apply. Returns the items applied."""
     applied = 0
     for step in steps:
         if step.kind == "row":
@@ -419,7 +423,7 @@ def _transaction_settings() -> None:
 
 
 def _chunk_apply(items: list[Item], run: _Run) -> None:
-    """Plan and apply one chunk: one transaction, or more when many rows need contact_import (each
+    """Plan and apply one chunk: one transaction, or more when many rows need contact_statement_apply (each
     commits its rows with the checkpoint). A retryable failure replans the rows not yet committed."""
     remaining = items
     failures = 0

@@ -5,14 +5,14 @@ each valid row a disposition (docs/decisions.md, "Backfill: the bulk path"):
 
 - "new": the contactId has no link, no profile of its tenant has the row's email or phone, and no
   other row of the chunk shares its contactId, email, phone or any profile those reach.
-  `contact_import` would create a real profile, link it, fill the fields and record each opt-in as
+  `contact_statement_apply` would create a real profile, link it, fill the fields and record each opt-in as
   the first statement of its channel: `new_contacts_write` writes exactly that for many rows at once.
 - "unchanged": the contactId is linked (in the row's tenant) to a real profile whose fields already
   hold the row's values under the provenance rule, and whose ledger already holds each of the row's
-  statements, and no other row of the chunk reaches that profile. `contact_import` would write
+  statements, and no other row of the chunk reaches that profile. `contact_statement_apply` would write
   nothing: nothing is written.
 - "row": everything else (a shared person, a stub, an existing profile to link or update, a tenant
-  mismatch) goes through `contact_import` itself, in file order, so its rules apply unchanged.
+  mismatch) goes through `contact_statement_apply` itself, in file order, so its rules apply unchanged.
 
 A chunk's steps keep file order: runs of new/unchanged/rejected rows between rows of the "row" kind.
 Rows planned "new" share nothing with any other row of the chunk, so writing a run together gives
@@ -149,7 +149,7 @@ def _statement_address(row: ValidRow, channel: str) -> tuple[str, bool]:
 
 
 def _statements(row: ValidRow) -> list[tuple[str, bool, str]]:
-    """The row's consent statements as contact_import records them: (channel, opted in, tiebreak)."""
+    """The row's consent statements as contact_statement_apply records them: (channel, opted in, tiebreak)."""
     tiebreak = consent_tiebreak(
         source=ConsentSource.MESSAGING_EVENT, source_key=row.source_key, occurred_at=row.occurred_at
     )
@@ -157,7 +157,8 @@ def _statements(row: ValidRow) -> list[tuple[str, bool, str]]:
 
 
 def _fields_unchanged(row: ValidRow, link: _Linked) -> bool:
-    """contact_import would neither write a field nor note a difference (profiles.profile_fields_apply_event)."""
+    """contact_statement_apply would neither write a field nor note a difference
+    (profiles.profile_fields_apply_event)."""
     at = stamp(row.occurred_at)
     for field, attribute in IDENTITY_FIELDS:
         new = getattr(row.payload, attribute)
@@ -194,7 +195,7 @@ def _known_statements(candidates: list[tuple[int, ValidRow]]) -> set[tuple]:
 
 
 def _row_addresses(row: ValidRow) -> list[tuple[str, str]]:
-    """The (kind, address) pairs contact_import keeps in ContactAddress for this row."""
+    """The (kind, address) pairs contact_statement_apply keeps in ContactAddress for this row."""
     return [
         (kind, address)
         for kind, address in (("email", row.payload.email), ("phone", row.payload.phoneNumber))
@@ -333,14 +334,15 @@ def _copy(cursor: psycopg.Cursor, table: str, columns: list[str], rows: list[tup
 
 
 def _segments_join(by_tenant: dict[int, list[int]]) -> None:
-    """Segment membership of new profiles whose consent was stated (contact_import recomputes it on each change)."""
+    """Segment membership of new profiles whose consent was stated (contact_statement_apply recomputes
+    it on each change)."""
     for segment in Segment.objects.filter(tenant_id__in=list(by_tenant)):
         members = segment_members_queryset(segment=segment).filter(pk__in=by_tenant[segment.tenant_id])
         segment_members_add(segment=segment, members=members)
 
 
 def new_contacts_write(rows: list[ValidRow]) -> None:
-    """What contact_import does for each row planned "new" (module doc), in a few statements: the
+    """What contact_statement_apply does for each row planned "new" (module doc), in a few statements: the
     profiles and links by COPY (ids taken from the sequence first, in file order), the consent ledger,
     state and activities in one statement, then segment membership."""
     tenants = _tenants_ensure(sorted({r.payload.tenantId for r in rows}))

@@ -9,12 +9,13 @@ automation, staff). They are kept as an observation (`Profile.consent_reports`, 
 `PROFILE_UPDATED` activity), and a disagreement with the CRM's state is shown to staff.
 Only the fields present are touched: an absent flag or field is no statement.
 
-- `contact_import` (`contact.created` and `backfill_contacts`, one path): links the contact; a
-  contact linked to a stub that now resolves by email or phone to another profile merges the stub
-  into it; a stub with no other match becomes a real profile.
-- `contact_update` (`contact.updated`) and `contact_preferences_update` (`contactPreference.updated`)
-  for an unknown contact resolve by email/phone, else create a stub profile and link it, so that
-  an opt-out is never delayed.
+One entry point, `contact_statement_apply`, takes one typed `ContactStatement` from every contact
+handler and from `backfill_contacts`:
+- `ContactEventKind.CREATED` (`contact.created` and the backfill): links the contact; a contact linked
+  to a stub that now resolves by email or phone to another profile merges the stub into it; a stub
+  with no other match becomes a real profile.
+- `UPDATED` (`contact.updated`) and `PREFERENCES` (`contactPreference.updated`) for an unknown contact
+  resolve by email/phone, else create a stub profile and link it, so that an opt-out is never delayed.
 
 Consent follows the contact point (crm.services.consent): each statement is about the address its
 event states, else the one its contact had then; the email and phone each contact event states are
@@ -26,7 +27,7 @@ stored value of an existing profile (old, new, applied), and carries an identity
 and phone matching different profiles) under `identity_conflict`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -67,6 +68,39 @@ class ContactImportResult:
     merged_profile_id: int | None = None
 
 
+@dataclass(frozen=True)
+class ContactStatement:
+    """What one contact event or backfill row states about a contact: the one input of
+    `contact_statement_apply`, built by the contact handlers and the backfill alike.
+
+    `source_key` is the statement's identity (the event's type and idempotency key, or the backfill
+    row's key): applying the same statement twice changes nothing the second time ("unchanged").
+    `opt_ins` are consent decisions (contact.created, the backfill, contactPreference.updated);
+    `reported_opt_ins` are what contact.updated reports, an observation only (module doc).
+    """
+
+    kind: ContactEventKind
+    tenant_external_id: str
+    contact_id: str
+    occurred_at: datetime
+    source_key: str
+    source_event_id: int | None = None
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    opt_ins: dict[str, bool] = field(default_factory=dict)
+    reported_opt_ins: dict[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind is ContactEventKind.UPDATED and self.opt_ins:
+            raise ValueError("contact.updated reports consent (reported_opt_ins); it never decides it")
+        if self.kind is not ContactEventKind.UPDATED and self.reported_opt_ins:
+            raise ValueError(f"only contact.updated reports consent, not a {self.kind} statement")
+        if self.kind is ContactEventKind.PREFERENCES and any((self.email, self.phone, self.first_name, self.last_name)):
+            raise ValueError("contactPreference.updated states consent only")
+
+
 def _consent_apply(
     *,
     profile: Profile,
@@ -96,23 +130,19 @@ def _consent_apply(
     return any(result.recorded for result in results.values())
 
 
-def _contact_apply(
-    *,
-    kind: ContactEventKind,
-    tenant_external_id: str,
-    contact_id: str,
-    email: str | None,
-    phone: str | None,
-    first_name: str | None,
-    last_name: str | None,
-    opt_ins: dict[str, bool],
-    occurred_at: datetime,
-    source_key: str,
-    source_event_id: int | None,
-    reported_opt_ins: dict[str, bool] | None = None,
-) -> ContactImportResult:
-    email = email_normalise(email)
-    phone = phone_normalise(phone)
+@transaction.atomic(savepoint=False)
+def contact_statement_apply(statement: ContactStatement) -> ContactImportResult:
+    """The one way a contact statement reaches the CRM, for `contact.created` and the backfill
+    (resolve identity, link the contactId, fill fields, record consent), `contact.updated` (fill
+    fields where still empty; its opt-ins are reported, not decided) and `contactPreference.updated`
+    (the opt-ins present, last-writer-wins). A contact the CRM does not know becomes a profile when
+    the statement creates it, a stub otherwise."""
+    kind, tenant_external_id, contact_id = statement.kind, statement.tenant_external_id, statement.contact_id
+    first_name, last_name = statement.first_name, statement.last_name
+    opt_ins, reported_opt_ins = statement.opt_ins, statement.reported_opt_ins
+    occurred_at, source_key, source_event_id = statement.occurred_at, statement.source_key, statement.source_event_id
+    email = email_normalise(statement.email)
+    phone = phone_normalise(statement.phone)
     creating = kind is ContactEventKind.CREATED
     values = {"email": email, "phone": phone, "first_name": first_name, "last_name": last_name}
 
@@ -199,96 +229,4 @@ def _contact_apply(
         outcome = ContactImportOutcome.UPDATED if changed else ContactImportOutcome.UNCHANGED
     return ContactImportResult(
         outcome=outcome, tenant_id=tenant.pk, profile_id=profile.pk, merged_profile_id=merged_profile_id
-    )
-
-
-@transaction.atomic(savepoint=False)
-def contact_import(
-    *,
-    tenant_external_id: str,
-    contact_id: str,
-    email: str | None,
-    phone: str | None,
-    first_name: str | None,
-    last_name: str | None,
-    opt_ins: dict[str, bool],
-    occurred_at: datetime,
-    source_key: str,
-    source_event_id: int | None = None,
-) -> ContactImportResult:
-    """`contact.created` and the backfill: resolve identity, link the contactId, fill fields, sync consent.
-
-    `source_key` is the statement identity (the event's idempotency key, or the backfill row's key);
-    importing the same row twice changes nothing the second time (outcome "unchanged").
-    """
-    return _contact_apply(
-        kind=ContactEventKind.CREATED,
-        tenant_external_id=tenant_external_id,
-        contact_id=contact_id,
-        email=email,
-        phone=phone,
-        first_name=first_name,
-        last_name=last_name,
-        opt_ins=opt_ins,
-        occurred_at=occurred_at,
-        source_key=source_key,
-        source_event_id=source_event_id,
-    )
-
-
-@transaction.atomic(savepoint=False)
-def contact_update(
-    *,
-    tenant_external_id: str,
-    contact_id: str,
-    email: str | None,
-    phone: str | None,
-    first_name: str | None,
-    last_name: str | None,
-    reported_opt_ins: dict[str, bool],
-    occurred_at: datetime,
-    source_key: str,
-    source_event_id: int | None = None,
-) -> ContactImportResult:
-    """`contact.updated`: fill fields where still empty (provenance rule); its opt-in flags are an
-    observation only (module doc). An unknown contact is resolved by email/phone or gets a stub."""
-    return _contact_apply(
-        kind=ContactEventKind.UPDATED,
-        tenant_external_id=tenant_external_id,
-        contact_id=contact_id,
-        email=email,
-        phone=phone,
-        first_name=first_name,
-        last_name=last_name,
-        opt_ins={},
-        reported_opt_ins=reported_opt_ins,
-        occurred_at=occurred_at,
-        source_key=source_key,
-        source_event_id=source_event_id,
-    )
-
-
-@transaction.atomic(savepoint=False)
-def contact_preferences_update(
-    *,
-    tenant_external_id: str,
-    contact_id: str,
-    opt_ins: dict[str, bool],
-    occurred_at: datetime,
-    source_key: str,
-    source_event_id: int | None = None,
-) -> ContactImportResult:
-    """`contactPreference.updated`: the opt-in flags present, last-writer-wins; an unknown contact gets a stub."""
-    return _contact_apply(
-        kind=ContactEventKind.PREFERENCES,
-        tenant_external_id=tenant_external_id,
-        contact_id=contact_id,
-        email=None,
-        phone=None,
-        first_name=None,
-        last_name=None,
-        opt_ins=opt_ins,
-        occurred_at=occurred_at,
-        source_key=source_key,
-        source_event_id=source_event_id,
     )

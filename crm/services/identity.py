@@ -143,7 +143,7 @@ def contact_resolve_or_create(
 
     `prepare` fills a new profile before it is inserted, so that its fields cost no second write.
     Returns the tenant, the profile, how it was found (`Resolved`) and the resolution.
-    A link to a stub is left to the caller (`contact_import` merges it; other events keep using the stub).
+    A link to a stub is left to the caller (a `contact.created` statement merges it; other events keep using the stub).
     """
     identity_lock(tenant_external_id=tenant_external_id, contact_id=contact_id, email=email, phone=phone)
     resolution = contact_resolve(tenant_external_id=tenant_external_id, contact_id=contact_id, email=email, phone=phone)

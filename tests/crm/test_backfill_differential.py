@@ -15,7 +15,7 @@ import pytest
 
 from crm.models import Segment
 from crm.services.backfill import BackfillResult, contacts_backfill
-from crm.services.contacts import contact_import, contact_preferences_update, contact_update
+from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
 from crm.services.tenants import tenant_get_or_create
 from tests.crm.backfill_snapshot import crm_flush, crm_snapshot
 
@@ -81,47 +81,59 @@ def _live_state() -> None:
             tenant=t, name="sms-verified", required_consent_channel="sms", require_verified_email=True
         )
     for contact in range(0, 70, 7):
-        contact_import(
-            tenant_external_id=TENANTS[contact % 2],
-            contact_id=f"dc-{contact}",
-            email=_email(contact),
-            phone=None,
-            first_name="Live",
-            last_name=None,
-            opt_ins={"email": contact % 3 == 0, "sms": False},
-            occurred_at=LIVE_AT,
-            source_key=f"live-{contact}",
+        contact_statement_apply(
+            ContactStatement(
+                kind=ContactEventKind.CREATED,
+                tenant_external_id=TENANTS[contact % 2],
+                contact_id=f"dc-{contact}",
+                email=_email(contact),
+                phone=None,
+                first_name="Live",
+                last_name=None,
+                opt_ins={"email": contact % 3 == 0, "sms": False},
+                occurred_at=LIVE_AT,
+                source_key=f"live-{contact}",
+            )
         )
     for contact in range(3, 70, 11):  # unknown contacts seen by later events: stubs
-        contact_update(
-            tenant_external_id=TENANTS[contact % 2],
-            contact_id=f"dc-{contact}",
-            email=_email(contact + 1),
-            phone=None,
-            first_name=None,
-            last_name="Stub",
-            reported_opt_ins={"email": True},
-            occurred_at=LIVE_AT,
-            source_key=f"live-upd-{contact}",
+        contact_statement_apply(
+            ContactStatement(
+                kind=ContactEventKind.UPDATED,
+                tenant_external_id=TENANTS[contact % 2],
+                contact_id=f"dc-{contact}",
+                email=_email(contact + 1),
+                phone=None,
+                first_name=None,
+                last_name="Stub",
+                reported_opt_ins={"email": True},
+                occurred_at=LIVE_AT,
+                source_key=f"live-upd-{contact}",
+            )
         )
     for contact in (5, 40):
-        contact_preferences_update(
-            tenant_external_id=TENANTS[contact % 2],
-            contact_id=f"dc-{contact}",
-            opt_ins={"sms": True},
-            occurred_at=LIVE_AT - timedelta(days=400),  # older than the file: the file's statements win
-            source_key=f"live-pref-{contact}",
+        contact_statement_apply(
+            ContactStatement(
+                kind=ContactEventKind.PREFERENCES,
+                tenant_external_id=TENANTS[contact % 2],
+                contact_id=f"dc-{contact}",
+                opt_ins={"sms": True},
+                occurred_at=LIVE_AT - timedelta(days=400),  # older than the file: the file's statements win
+                source_key=f"live-pref-{contact}",
+            )
         )
-    contact_import(  # a profile only reachable by phone, under a contact id the files never use
-        tenant_external_id=TENANTS[0],
-        contact_id="live-only",
-        email=None,
-        phone=_phone(2),
-        first_name=None,
-        last_name=None,
-        opt_ins={"whatsapp": True},
-        occurred_at=LIVE_AT,
-        source_key="live-only",
+    contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.CREATED,  # a profile only reachable by phone, under a contact id the files never use
+            tenant_external_id=TENANTS[0],
+            contact_id="live-only",
+            email=None,
+            phone=_phone(2),
+            first_name=None,
+            last_name=None,
+            opt_ins={"whatsapp": True},
+            occurred_at=LIVE_AT,
+            source_key="live-only",
+        )
     )
 
 
@@ -162,17 +174,17 @@ def written_in_bulk(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 def applied_per_row(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Contact ids applied through contact_import by the backfill (a spy)."""
-    from crm.services import contacts
+    """Contact ids the backfill applied through the per-row path (a spy on the name the backfill calls)."""
+    from crm.services import backfill
 
     applied: list[str] = []
-    real = contacts.contact_import
+    real = backfill.contact_statement_apply
 
-    def spy(**kwargs):
-        applied.append(kwargs["contact_id"])
-        return real(**kwargs)
+    def spy(statement: ContactStatement):
+        applied.append(statement.contact_id)
+        return real(statement)
 
-    monkeypatch.setattr(contacts, "contact_import", spy)
+    monkeypatch.setattr(backfill, "contact_statement_apply", spy)
     return applied
 
 

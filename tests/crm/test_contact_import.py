@@ -1,11 +1,12 @@
-"""contact_import: the one path for contact.created and the backfill (outcomes, idempotency, validation)."""
+"""contact_statement_apply with contact.created statements, the one path for contact.created and the
+backfill: outcomes, idempotency, validation."""
 
 import pytest
 from django.db import transaction
 
 from crm.errors import ApplicationError
 from crm.models import ConsentChange, ContactLink, Profile, Tenant
-from crm.services.contacts import ContactImportOutcome, contact_import, contact_preferences_update
+from crm.services.contacts import ContactEventKind, ContactImportOutcome, ContactStatement, contact_statement_apply
 from tests.factories import at
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ def _import(contact_id: str = "c1", **overrides):
         "source_key": f"row-{contact_id}",
     }
     kwargs.update(overrides)
-    return contact_import(**kwargs)
+    return contact_statement_apply(ContactStatement(kind=ContactEventKind.CREATED, **kwargs))
 
 
 def test_outcomes() -> None:
@@ -41,8 +42,15 @@ def test_outcomes() -> None:
 
 def test_stub_merge_reports_linked() -> None:
     _import("c1")
-    contact_preferences_update(
-        tenant_external_id="acme", contact_id="c2", opt_ins={"sms": True}, occurred_at=at(1), source_key="p"
+    contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.PREFERENCES,
+            tenant_external_id="acme",
+            contact_id="c2",
+            opt_ins={"sms": True},
+            occurred_at=at(1),
+            source_key="p",
+        )
     )
     assert Profile.objects.count() == 2
     result = _import("c2", phone=None, opt_ins={})
@@ -54,8 +62,15 @@ def test_stub_merge_reports_linked() -> None:
 
 
 def test_stub_becoming_real_reports_created() -> None:
-    contact_preferences_update(
-        tenant_external_id="acme", contact_id="c1", opt_ins={"sms": True}, occurred_at=at(1), source_key="p"
+    contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.PREFERENCES,
+            tenant_external_id="acme",
+            contact_id="c1",
+            opt_ins={"sms": True},
+            occurred_at=at(1),
+            source_key="p",
+        )
     )
     result = _import("c1")
     assert result.outcome == ContactImportOutcome.CREATED
@@ -67,3 +82,20 @@ def test_invalid_values_are_refused_and_leave_nothing() -> None:
         with pytest.raises(ApplicationError), transaction.atomic():
             _import(**bad)
     assert not ContactLink.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "stated", "message"),
+    [
+        (ContactEventKind.UPDATED, {"opt_ins": {"email": False}}, "never decides it"),
+        (ContactEventKind.CREATED, {"reported_opt_ins": {"email": False}}, "only contact.updated reports"),
+        (ContactEventKind.PREFERENCES, {"email": "a@example.com"}, "states consent only"),
+    ],
+)
+def test_a_statement_its_event_cannot_make_is_refused(kind: ContactEventKind, stated: dict, message: str) -> None:
+    """contact.updated never decides consent (an opt-out must not be undone by a routine snapshot)."""
+    with pytest.raises(ValueError, match=message):
+        ContactStatement(
+            kind=kind, tenant_external_id="acme", contact_id="c1", occurred_at=at(0), source_key="k", **stated
+        )
+    assert Profile.objects.count() == 0

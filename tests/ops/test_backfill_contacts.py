@@ -89,18 +89,21 @@ def test_dry_run_reports_what_would_change_and_writes_nothing() -> None:
 
 @pytest.mark.django_db
 def test_existing_profile_is_linked_by_email(tmp_path: Path) -> None:
-    from crm.services.contacts import contact_import
+    from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
 
-    contact_import(
-        tenant_external_id="acme",
-        contact_id="live-contact-1",
-        email="thandi.nkosi@example.com",
-        phone=None,
-        first_name="Thandi",
-        last_name="Nkosi",
-        opt_ins={},
-        occurred_at=datetime(2026, 9, 1, tzinfo=UTC),
-        source_key="live-1",
+    contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.CREATED,
+            tenant_external_id="acme",
+            contact_id="live-contact-1",
+            email="thandi.nkosi@example.com",
+            phone=None,
+            first_name="Thandi",
+            last_name="Nkosi",
+            opt_ins={},
+            occurred_at=datetime(2026, 9, 1, tzinfo=UTC),
+            source_key="live-1",
+        )
     )
     counts = _counts(_backfill(str(SAMPLES / "contacts.csv")))
     assert counts["linked"] == 1 and counts["created"] == 5
@@ -112,19 +115,22 @@ def test_existing_profile_is_linked_by_email(tmp_path: Path) -> None:
 
 @pytest.mark.django_db
 def test_backfill_never_overrides_a_newer_live_consent_decision(tmp_path: Path) -> None:
-    from crm.services.contacts import contact_import
+    from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
 
     # Live: the person opted out of email on 2026-10-20.
-    contact_import(
-        tenant_external_id="acme",
-        contact_id="ct-0001",
-        email="thandi.nkosi@example.com",
-        phone=None,
-        first_name="Thandi",
-        last_name="Nkosi",
-        opt_ins={"email": False},
-        occurred_at=datetime(2026, 10, 20, tzinfo=UTC),
-        source_key="live-optout",
+    contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.CREATED,
+            tenant_external_id="acme",
+            contact_id="ct-0001",
+            email="thandi.nkosi@example.com",
+            phone=None,
+            first_name="Thandi",
+            last_name="Nkosi",
+            opt_ins={"email": False},
+            occurred_at=datetime(2026, 10, 20, tzinfo=UTC),
+            source_key="live-optout",
+        )
     )
     # The export row (updatedAt 2026-10-01) says opted in: older, so it must not win.
     _backfill(str(SAMPLES / "contacts.csv"))

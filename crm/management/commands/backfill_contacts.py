@@ -44,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--row-by-row",
             action="store_true",
-            help="Apply every row through the live contact_import service (the reference path; slow).",
+            help="Apply every row through the live contact_statement_apply service (the reference path; slow).",
         )
         parser.add_argument(
             "--chunk-size",
