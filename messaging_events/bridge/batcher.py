@@ -5,12 +5,12 @@ its Celery message is in the broker. When the broker is down the batch is retrie
 exponential backoff, for as long as it takes; the jobs stay active (their locks are
 renewed by the bullmq Worker) and are never dropped.
 
-How long a batch waits to fill: `linger_s` while the workers keep up, `backlog_linger_s` while
-the last publish found messages already waiting in the queue. A worker pays a fixed cost per
-Celery message (one transaction and about eight statements whatever the batch size), so while it
-is behind, a fuller batch costs it less and delays nothing: the jobs would only have waited in the
-queue instead. Lingering stops as soon as every BullMQ slot the bridge has is held (`Slots`),
-because then no further job can arrive to fill the batch.
+How long a batch waits to fill: always up to `linger_s`; and up to `backlog_linger_s` while the
+last publish found messages already waiting in the queue. A worker pays a fixed cost per Celery
+message (one transaction and about eight statements whatever the batch size), so while it is
+behind, a fuller batch costs it less and delays nothing: the jobs would only have waited in the
+queue instead. That longer wait ends as soon as every BullMQ slot the bridge has is held
+(`Slots`), because then no further job can arrive to fill the batch.
 """
 
 import asyncio
@@ -53,7 +53,7 @@ class Slots:
         self.held += 1
         if self.full:
             for batcher in self._batchers:
-                batcher.publish_pending()
+                batcher.end_backlog_linger()
 
     def give_back(self) -> None:
         self.held -= 1
@@ -92,7 +92,7 @@ class Batcher:
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._flush_now = False
-        self._publish_pending = False
+        self._slots_were_full = False
         self._task: asyncio.Task | None = None
         self.published_jobs = 0
         self.published_batches = 0
@@ -106,14 +106,10 @@ class Batcher:
     def pending(self) -> int:
         return len(self._pending)
 
-    @property
-    def current_linger_s(self) -> float:
-        return self.backlog_linger_s if self.queue_backlog > 0 else self.linger_s
-
-    def publish_pending(self) -> None:
-        """Publish what is pending now, without waiting out the linger (every slot is held)."""
+    def end_backlog_linger(self) -> None:
+        """Every slot is held: what is pending waits no longer than `linger_s`."""
         if self._pending:
-            self._publish_pending = True
+            self._slots_were_full = True
             self._wakeup.set()
 
     async def submit(self, job: BridgedJob) -> None:
@@ -129,13 +125,12 @@ class Batcher:
         finally:
             self._slots.give_back()
 
-    def _may_linger(self, now: float) -> bool:
-        return (
-            len(self._pending) < self.max_size
-            and not self._flush_now
-            and not self._publish_pending
-            and self._pending[0].arrived_at + self.current_linger_s > now
-        )
+    def _publish_at(self) -> float:
+        """When the pending batch goes, unless it fills first (module doc)."""
+        if len(self._pending) >= self.max_size or self._flush_now:
+            return 0.0
+        backlog = self.queue_backlog > 0 and not self._slots_were_full
+        return self._pending[0].arrived_at + (self.backlog_linger_s if backlog else self.linger_s)
 
     def flush_now(self) -> None:
         """From now on, publish without lingering: used at shutdown."""
@@ -149,17 +144,15 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._may_linger(loop.time()):
+            if self._publish_at() > loop.time():
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wakeup.wait(), self._pending[0].arrived_at + self.current_linger_s - loop.time()
-                    )
-                if self._may_linger(loop.time()):
+                    await asyncio.wait_for(self._wakeup.wait(), self._publish_at() - loop.time())
+                if self._publish_at() > loop.time():
                     continue
             batch = self._pending[: self.max_size]
             del self._pending[: self.max_size]
-            self._publish_pending = False
+            self._slots_were_full = False
             await self._publish_until_done(batch)
 
     async def _publish_until_done(self, batch: list[_Pending]) -> None:

@@ -224,29 +224,44 @@ def test_without_a_backlog_the_short_linger_holds() -> None:
     assert run(go()) == [1] * 6
 
 
-def test_a_full_set_of_slots_ends_every_linger() -> None:
-    """With every BullMQ slot held by a pending job no job can arrive, so waiting could only stall."""
+def test_a_full_set_of_slots_ends_every_backlog_linger() -> None:
+    """With every BullMQ slot held no job can arrive to fill a batch: waiting longer would only stall."""
 
     async def go() -> tuple[float, list[tuple[str, int]]]:
         broker = FakeBroker()
-        broker.waiting = 5
+        broker.waiting = 5  # behind a backlog from the first publish on
         slots = Slots(4)
-        low = Batcher("low", broker.publish, max_size=10, linger_s=30.0, backlog_linger_s=30.0, slots=slots)
-        normal = Batcher("normal", broker.publish, max_size=10, linger_s=30.0, backlog_linger_s=30.0, slots=slots)
+        low = Batcher("low", broker.publish, max_size=10, linger_s=0.01, backlog_linger_s=30.0, slots=slots)
+        normal = Batcher("normal", broker.publish, max_size=10, linger_s=0.01, backlog_linger_s=30.0, slots=slots)
         low.start()
         normal.start()
+        await asyncio.gather(low.submit({"id": "first"}), normal.submit({"id": "first"}))  # both learn the backlog
         started = time.monotonic()
         submitted = [asyncio.ensure_future(low.submit({"id": i})) for i in range(2)]
-        await asyncio.sleep(0.1)
-        assert broker.batches == []  # lingering: 2 of 4 slots held
+        await asyncio.sleep(0.2)
+        assert len(broker.batches) == 2  # lingering behind the backlog: 2 of 4 slots held
         submitted += [asyncio.ensure_future(normal.submit({"id": i})) for i in range(2)]
         await asyncio.gather(*submitted)
         assert slots.held == 0
-        return time.monotonic() - started, sorted((queue, len(jobs)) for queue, jobs in broker.batches)
+        return time.monotonic() - started, sorted((queue, len(jobs)) for queue, jobs in broker.batches[2:])
 
     elapsed, batches = run(go())
     assert elapsed < 2.0
     assert batches == [("low", 2), ("normal", 2)]
+
+
+def test_a_full_set_of_slots_keeps_the_configured_linger() -> None:
+    """The base linger is the operator's: only the backlog's longer wait gives way to full slots."""
+
+    async def go() -> float:
+        broker = FakeBroker()
+        batcher = Batcher("low", broker.publish, max_size=10, linger_s=0.3, slots=Slots(2))
+        batcher.start()
+        started = time.monotonic()
+        await asyncio.gather(batcher.submit({"id": 1}), batcher.submit({"id": 2}))
+        return time.monotonic() - started
+
+    assert run(go()) >= 0.28
 
 
 def test_the_bridge_lets_only_normal_and_low_linger_behind_a_backlog() -> None:
