@@ -9,6 +9,7 @@ With priority steps a queue is several lists (`normal`, `normal\\x06\\x163`, `no
 import json
 from collections.abc import Iterable
 
+import redis
 from django.conf import settings
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
@@ -23,6 +24,23 @@ def queue_keys(queue: str) -> list[str]:
     prefix = _options().get("global_keyprefix", "")
     keys = [f"{prefix}{queue}{Channel.sep}{step}" if step else f"{prefix}{queue}" for step in sorted(set(steps))]
     return list(dict.fromkeys(keys))
+
+
+def queue_depths(client: redis.Redis, queues: Iterable[str] | None = None) -> dict[str, int]:
+    """Messages waiting in each Celery queue (every priority step's list), in one round trip.
+    `queues` defaults to every queue, in consumption order (`settings.CELERY_QUEUE_NAMES`)."""
+    names = tuple(settings.CELERY_QUEUE_NAMES if queues is None else queues)
+    layout = [(name, queue_keys(name)) for name in names]
+    with client.pipeline(transaction=False) as pipe:
+        for _, keys in layout:
+            for key in keys:
+                pipe.llen(key)
+        sizes = pipe.execute()
+    depths, offset = {}, 0
+    for name, keys in layout:
+        depths[name] = int(sum(sizes[offset : offset + len(keys)]))
+        offset += len(keys)
+    return depths
 
 
 def unacked_key() -> str:

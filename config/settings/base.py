@@ -5,6 +5,8 @@ from pathlib import Path
 import environ
 from kombu import Exchange, Queue
 
+from messaging_events.contract.routing import QUEUE_ORDER
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
@@ -118,7 +120,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis outage. Celery logs every attempt ("Cannot connect to redis://:**@…  Trying again in 8.00 seconds... (4/None)").
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
-CELERY_QUEUE_NAMES = ("high", "normal", "low")
+# The queue order is written once, in the contract (`-Q high,normal,low` in the Procfile follows it).
+CELERY_QUEUE_NAMES = tuple(priority.value for priority in QUEUE_ORDER)
 CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
 CELERY_TASK_DEFAULT_QUEUE = "normal"
 CELERY_BROKER_TRANSPORT_OPTIONS = {

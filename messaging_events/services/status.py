@@ -82,24 +82,11 @@ async def _bullmq_figures() -> tuple[dict[str, int], float | None]:
 
 
 def celery_queue_depths(queues: tuple[str, ...] | None = None) -> dict[str, int]:
-    names = tuple(queues or settings.CELERY_QUEUE_NAMES)
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
-        with client.pipeline(transaction=False) as pipe:
-            layout = []
-            for name in names:
-                keys = broker.queue_keys(name)
-                layout.append((name, len(keys)))
-                for key in keys:
-                    pipe.llen(key)
-            sizes = pipe.execute()
+        return broker.queue_depths(client, queues)
     finally:
         client.close()
-    depths, offset = {}, 0
-    for name, n in layout:
-        depths[name] = int(sum(sizes[offset : offset + n]))
-        offset += n
-    return depths
 
 
 def _status_counts(since: datetime | None = None) -> dict[str, int]:

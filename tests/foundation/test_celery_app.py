@@ -1,4 +1,5 @@
 from config import celery_app
+from harness.procfile import worker_command
 from messaging_events.contract.routing import QUEUE_ORDER
 
 
@@ -26,3 +27,8 @@ def test_delivery_is_at_least_once_and_json_only() -> None:
 def test_tasks_are_registered_with_names_that_say_what_they_do() -> None:
     celery_app.loader.import_default_modules()
     assert "messaging_events.apply_event_batch" in celery_app.tasks
+
+
+def test_the_procfile_worker_consumes_the_queues_in_the_contract_order() -> None:
+    argv = worker_command()
+    assert argv[argv.index("-Q") + 1] == ",".join(p.value for p in QUEUE_ORDER)

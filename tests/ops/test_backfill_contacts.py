@@ -16,8 +16,8 @@ from django.core.management import CommandError, call_command
 from crm.models import ConsentChange, ContactLink, MarketingConsent, Profile, Tenant
 from crm.services.backfill import BackfillResult, read_csv, validate_row
 from crm.services.backfill import _RowInvalid as RowInvalid  # the one error a bad row may raise
-from tests.ops.conftest import ROOT, python_manage
 from tests.ops.contact_files import write_csv, write_jsonl
+from tests.processes import ROOT, Processes, manage_command
 
 SAMPLES = ROOT / "docs" / "samples"
 CRM_TABLES = (Tenant, Profile, ContactLink, ConsentChange, MarketingConsent)
@@ -183,12 +183,12 @@ def test_reading_and_validating_20k_rows_keeps_memory_flat(tmp_path: Path) -> No
 @pytest.mark.processes
 @pytest.mark.timeout(900)
 @pytest.mark.django_db(transaction=True)
-def test_10k_row_import_counts_and_bounded_memory(tmp_path: Path, procs) -> None:
+def test_10k_row_import_counts_and_bounded_memory(tmp_path: Path, processes: Processes) -> None:
     # A real subprocess import; the per-row memory bound is pinned in-process by the tracemalloc test above.
     rows = 10_000
     path = tmp_path / "contacts-10k.jsonl"
     bad = write_jsonl(path, rows, bad_every=1000)
-    proc = procs([*python_manage("backfill_contacts", str(path), "--no-progress")], "backfill")
+    proc = processes.start("backfill", manage_command("backfill_contacts", str(path), "--no-progress"))
     child = psutil.Process(proc.popen.pid)
     max_rss = 0
     started = time.monotonic()

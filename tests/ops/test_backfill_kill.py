@@ -12,8 +12,8 @@ from django.db import connection
 from crm.models import BackfillCheckpoint, Profile, Tenant
 from crm.services.backfill import contacts_backfill
 from tests.crm.backfill_snapshot import crm_flush, crm_snapshot
-from tests.ops.conftest import python_manage, wait_for
 from tests.ops.contact_files import row, write_jsonl
+from tests.processes import Processes, manage_command, wait_until
 
 ROWS = 6_000
 CHUNK = 300
@@ -66,14 +66,14 @@ def _backfill_waits_on_a_lock() -> bool:
 @pytest.mark.processes
 @pytest.mark.timeout(600)
 @pytest.mark.django_db(transaction=True)
-def test_kill_9_then_resume_gives_the_database_of_one_clean_run(tmp_path: Path, procs) -> None:
+def test_kill_9_then_resume_gives_the_database_of_one_clean_run(tmp_path: Path, processes: Processes) -> None:
     path = tmp_path / "contacts.jsonl"
     bad = write_jsonl(path, ROWS, bad_every=500)
-    command = [*python_manage("backfill_contacts", str(path), "--chunk-size", str(CHUNK), "--no-progress")]
+    command = [*manage_command("backfill_contacts", str(path), "--chunk-size", str(CHUNK), "--no-progress")]
     blocker = _hold_contact_address(row(BLOCKED_ROW))
     try:
-        first = procs(command, "backfill-killed")
-        wait_for(_backfill_waits_on_a_lock, timeout=300, what="the third chunk waiting on the held address")
+        first = processes.start("backfill-killed", command)
+        wait_until(_backfill_waits_on_a_lock, timeout=300, message="the third chunk waiting on the held address")
         os.kill(first.popen.pid, signal.SIGKILL)
         first.popen.wait(10)
     finally:
@@ -83,7 +83,7 @@ def test_kill_9_then_resume_gives_the_database_of_one_clean_run(tmp_path: Path, 
     assert killed_at == 2 * CHUNK, "killed inside the third chunk, after two committed ones"
     assert Profile.objects.count() < ROWS - bad
 
-    resumed = procs([*command, "--resume"], "backfill-resumed")
+    resumed = processes.start("backfill-resumed", [*command, "--resume"])
     assert resumed.popen.wait(300) == 0, resumed.output()[-3000:]
     output = resumed.output()
     assert f"resumed after line {killed_at}" in output

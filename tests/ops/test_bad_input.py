@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import ROOT, free_port, subprocess_env
+from tests.processes import ROOT, free_port, subprocess_env
 
 
 def manage(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def manage(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def closed_redis_env() -> dict[str, str]:
-    return subprocess_env(BULLMQ_REDIS_URL=f"redis://127.0.0.1:{free_port()}/1")
+    return subprocess_env({"BULLMQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/1"})
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from messaging_events.management.commands.run_flower import flower_basic_auth
 from messaging_events.tasks import apply_event_batch
-from tests.ops.conftest import free_port, python_manage, wait_for
+from tests.processes import Processes, free_port, manage_command, wait_until
 
 
 def _fetch(url: str, credentials: str | None = None) -> tuple[int, bytes]:
@@ -51,16 +51,16 @@ def test_local_settings_default_to_admin_admin(settings) -> None:
 
 @pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
-def test_flower_requires_credentials(procs, broker_redis) -> None:
+def test_flower_requires_credentials(processes: Processes, broker_redis) -> None:
     port = free_port()
-    flower = procs(
-        python_manage("run_flower", "--port", str(port), "--wait-timeout", "1"),
+    flower = processes.start(
         "flower",
-        FLOWER_BASIC_AUTH="ops:s3cret",
+        manage_command("run_flower", "--port", str(port), "--wait-timeout", "1"),
+        {"FLOWER_BASIC_AUTH": "ops:s3cret"},
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_for(lambda: _get(url) != 0, 30, "Flower to listen")
+        wait_until(lambda: _get(url) != 0, 30, message="Flower to listen")
     except AssertionError:
         raise AssertionError(flower.output()[-3000:]) from None
 

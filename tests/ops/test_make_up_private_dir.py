@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import ROOT, free_port
+from tests.processes import ROOT, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the mode-700 case is about root running PostgreSQL")
 

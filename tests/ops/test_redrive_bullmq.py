@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core.management import call_command
 
 from messaging_events.models import InboundEvent
-from tests.ops.conftest import bullmq_queue, celery_worker, python_manage, run, wait_for
+from tests.ops.conftest import bullmq_queue, run
+from tests.processes import Processes, bridge_command, wait_until, worker_command
 
 
 def make_failed_jobs(jobs: list[tuple[str, dict]]) -> list[str]:
@@ -95,7 +96,7 @@ def test_name_filter_limit_and_dry_run(bullmq_redis) -> None:
 
 @pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
-def test_redriven_job_is_then_applied(bullmq_redis, broker_redis, procs) -> None:
+def test_redriven_job_is_then_applied(bullmq_redis, broker_redis, processes: Processes) -> None:
     name, data = _contact_created(3)
     [job_id] = make_failed_jobs([(name, data)])
     assert not InboundEvent.objects.exists()
@@ -103,18 +104,18 @@ def test_redriven_job_is_then_applied(bullmq_redis, broker_redis, procs) -> None
     assert "moved to waiting: 1" in _redrive()
     assert _states([job_id]) == ["waiting"]
 
-    worker = procs(celery_worker("ops-redrive"), "worker")
-    bridge = procs(python_manage("run_bridge"), "bridge")
+    worker = processes.start("worker", worker_command(hostname="ops-redrive@%h"))
+    bridge = processes.start("bridge", bridge_command())
 
     def applied() -> InboundEvent | None:
         return InboundEvent.objects.filter(idempotency_key="redrive-evt-3", status="applied").first()
 
     try:
-        row = wait_for(applied, 60, "the redriven event to be applied")
+        row = wait_until(applied, 60, message="the redriven event to be applied")
     except AssertionError:
         rows = list(InboundEvent.objects.values("idempotency_key", "status", "error"))
         raise AssertionError(
             f"{rows}\nbridge:\n{bridge.output()[-3000:]}\nworker:\n{worker.output()[-3000:]}"
         ) from None
     assert row.bullmq_job_id == job_id
-    wait_for(lambda: _states([job_id]) == ["completed"], 30, "the job to complete in BullMQ")
+    wait_until(lambda: _states([job_id]) == ["completed"], 30, message="the job to complete in BullMQ")

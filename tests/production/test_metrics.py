@@ -1,21 +1,14 @@
 """Prometheus `/metrics` on the real bridge and the real prefork worker: the counters move with the events."""
 
-import socket
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.messaging_events.samples import contact_job, contact_payloads, message_job, message_payloads
-from tests.processes import Processes, publish_jobs, wait_for_quiescence, wait_until
+from tests.processes import Processes, free_port, publish_jobs, wait_for_quiescence, wait_until
 
 pytestmark = pytest.mark.processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,7 +1,6 @@
 """The production web process: gunicorn serves config.wsgi with production settings, whitenoise the static files."""
 
 import re
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -11,15 +10,9 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 
-from tests.processes import ROOT, Processes, subprocess_env, wait_until
+from tests.processes import ROOT, Processes, free_port, subprocess_env, wait_until
 
 pytestmark = pytest.mark.processes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _production_env(static_root: Path) -> dict[str, str]:
@@ -53,7 +46,7 @@ def test_gunicorn_serves_the_admin_login_page_and_its_css(processes: Processes, 
         check=False,
     )
     assert collected.returncode == 0, collected.stderr
-    port = _free_port()
+    port = free_port()
     web = processes.start(
         "gunicorn",
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
@@ -108,7 +101,7 @@ def test_healthz_is_ok_when_the_database_and_redis_answer() -> None:
 
 @pytest.mark.django_db
 def test_healthz_is_not_ok_when_redis_is_unreachable_and_says_no_more() -> None:
-    closed = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
+    closed = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     with override_settings(CELERY_BROKER_URL=closed):
         response = Client().get("/healthz")
     assert (response.status_code, response.content) == (503, b"not ok")

@@ -1,0 +1,1 @@
+"""One module per bench phase; each phase is a function of the `Bench` context (bench/context.py)."""
