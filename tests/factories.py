@@ -1,8 +1,8 @@
 """Build BullMQ jobs exactly as the bridge hands them to the workers, one builder per event type.
 
-Contact and consent jobs carry `data={"payload": {...}}`; message and engagement jobs carry
-`data={"type": ..., "identity": {"messagingContactId": ...}, "payload": {...}}`. Every builder
-leaves out the fields given as None, so tests can state exactly what a producer sent.
+The shapes come from `messaging_events/streams/events.py`, which the demo and the bench use too; these
+builders add a test's defaults (the seed contract's example values) and the bridged job's envelope (id,
+timestamp, attempts). Every field given as None is left out, so tests can state exactly what a producer sent.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -10,23 +10,18 @@ from itertools import count
 from typing import Any
 
 from messaging_events.contract.jobs import BridgedJob
+from messaging_events.contract.routing import EventType
+from messaging_events.streams import events
+from messaging_events.streams.events import OptIns, StreamJob, iso
 
 BASE_TIME = datetime(2025, 12, 14, 8, 0, tzinfo=UTC)
 TENANT = "tenant_123"
 _job_ids = count(1)
 
 
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def at(minutes: float = 0, *, days: float = 0) -> datetime:
     """BASE_TIME plus an offset: readable times for tests."""
     return BASE_TIME + timedelta(minutes=minutes, days=days)
-
-
-def _clean(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def make_job(name: str, data: Any, *, timestamp: datetime | None = None, job_id: str | None = None) -> BridgedJob:
@@ -40,11 +35,11 @@ def make_job(name: str, data: Any, *, timestamp: datetime | None = None, job_id:
     }
 
 
+def _bridged(job: StreamJob, timestamp: datetime | None = None) -> BridgedJob:
+    return make_job(job["name"], job["data"], timestamp=timestamp)
+
+
 # -- contact and consent events (their occurred-at is the job timestamp) --------------------
-
-
-def _contact_job(name: str, payload: dict[str, Any], timestamp: datetime | None) -> BridgedJob:
-    return make_job(name, {"payload": _clean(payload)}, timestamp=timestamp)
 
 
 def contact_created_job(
@@ -62,23 +57,18 @@ def contact_created_job(
     whatsapp_opt_in: bool | None = None,
     timestamp: datetime | None = None,
 ) -> BridgedJob:
-    return _contact_job(
-        "contact.created",
-        {
-            "eventId": event_id,
-            "tenantId": tenant_id,
-            "contactId": contact_id,
-            "email": email,
-            "phoneNumber": phone,
-            "firstName": first_name,
-            "lastName": last_name,
-            "emailOptIn": email_opt_in,
-            "smsOptIn": sms_opt_in,
-            "pushOptIn": push_opt_in,
-            "whatsappOptIn": whatsapp_opt_in,
-        },
-        timestamp,
+    job = events.contact_details(
+        EventType.CONTACT_CREATED,
+        tenant_id=tenant_id,
+        contact_id=contact_id,
+        event_id=event_id,
+        email=email,
+        phone=phone,
+        first_name=first_name,
+        last_name=last_name,
+        opt_ins=OptIns(email_opt_in, sms_opt_in, push_opt_in, whatsapp_opt_in),
     )
+    return _bridged(job, timestamp)
 
 
 def contact_updated_job(
@@ -96,23 +86,18 @@ def contact_updated_job(
     whatsapp_opt_in: bool | None = None,
     timestamp: datetime | None = None,
 ) -> BridgedJob:
-    return _contact_job(
-        "contact.updated",
-        {
-            "eventId": event_id,
-            "tenantId": tenant_id,
-            "contactId": contact_id,
-            "email": email,
-            "phoneNumber": phone,
-            "firstName": first_name,
-            "lastName": last_name,
-            "emailOptIn": email_opt_in,
-            "smsOptIn": sms_opt_in,
-            "pushOptIn": push_opt_in,
-            "whatsappOptIn": whatsapp_opt_in,
-        },
-        timestamp,
+    job = events.contact_details(
+        EventType.CONTACT_UPDATED,
+        tenant_id=tenant_id,
+        contact_id=contact_id,
+        event_id=event_id,
+        email=email,
+        phone=phone,
+        first_name=first_name,
+        last_name=last_name,
+        opt_ins=OptIns(email_opt_in, sms_opt_in, push_opt_in, whatsapp_opt_in),
     )
+    return _bridged(job, timestamp)
 
 
 def contact_preference_updated_job(
@@ -126,19 +111,11 @@ def contact_preference_updated_job(
     whatsapp_opt_in: bool | None = None,
     timestamp: datetime | None = None,
 ) -> BridgedJob:
-    return _contact_job(
-        "contactPreference.updated",
-        {
-            "eventId": event_id,
-            "tenantId": tenant_id,
-            "contactId": contact_id,
-            "emailOptIn": email_opt_in,
-            "smsOptIn": sms_opt_in,
-            "pushOptIn": push_opt_in,
-            "whatsappOptIn": whatsapp_opt_in,
-        },
-        timestamp,
+    opt_ins = OptIns(email_opt_in, sms_opt_in, push_opt_in, whatsapp_opt_in)
+    job = events.contact_preference_updated(
+        tenant_id=tenant_id, contact_id=contact_id, event_id=event_id, opt_ins=opt_ins
     )
+    return _bridged(job, timestamp)
 
 
 def contact_deleted_job(
@@ -148,31 +125,10 @@ def contact_deleted_job(
     event_id: str | None = None,
     timestamp: datetime | None = None,
 ) -> BridgedJob:
-    return _contact_job(
-        "contact.deleted", {"eventId": event_id, "tenantId": tenant_id, "contactId": contact_id}, timestamp
-    )
+    return _bridged(events.contact_deleted(tenant_id=tenant_id, contact_id=contact_id, event_id=event_id), timestamp)
 
 
 # -- message and engagement events (their occurred-at is in the payload) --------------------
-
-
-def message_job(
-    name: str,
-    *,
-    contact_id: str,
-    payload: dict[str, Any],
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-    timestamp: datetime | None = None,
-) -> BridgedJob:
-    data: dict[str, Any] = {
-        "type": name,
-        "identity": {"messagingContactId": contact_id},
-        "payload": _clean({"eventId": event_id, **payload}),
-    }
-    if tenant_id is not None:
-        data["tenantId"] = tenant_id
-    return make_job(name, data, timestamp=timestamp)
 
 
 def message_sent_job(
@@ -187,21 +143,18 @@ def message_sent_job(
     tenant_id: str | None = None,
     event_id: str | None = None,
 ) -> BridgedJob:
-    return message_job(
-        "message.sent",
+    job = events.message_sent(
         contact_id=contact_id,
+        message_id=message_id,
+        channel=channel,
+        template_id=template_id,
+        template_name=template_name,
+        campaign_id=campaign_id,
+        sent_at=iso(sent_at),
         tenant_id=tenant_id,
         event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "contactId": contact_id,
-            "channel": channel,
-            "templateId": template_id,
-            "templateName": template_name,
-            "campaignId": campaign_id,
-            "sentAt": iso(sent_at),
-        },
     )
+    return _bridged(job)
 
 
 def message_delivered_job(
@@ -212,13 +165,14 @@ def message_delivered_job(
     tenant_id: str | None = None,
     event_id: str | None = None,
 ) -> BridgedJob:
-    return message_job(
-        "message.delivered",
+    job = events.message_delivered(
         contact_id=contact_id,
+        message_id=message_id,
+        delivered_at=iso(delivered_at),
         tenant_id=tenant_id,
         event_id=event_id,
-        payload={"messageId": message_id, "deliveredAt": iso(delivered_at)},
     )
+    return _bridged(job)
 
 
 def message_failed_job(
@@ -230,13 +184,15 @@ def message_failed_job(
     tenant_id: str | None = None,
     event_id: str | None = None,
 ) -> BridgedJob:
-    return message_job(
-        "message.failed",
+    job = events.message_failed(
         contact_id=contact_id,
+        message_id=message_id,
+        reason=reason,
+        failed_at=iso(failed_at),
         tenant_id=tenant_id,
         event_id=event_id,
-        payload={"messageId": message_id, "reason": reason, "failedAt": iso(failed_at)},
     )
+    return _bridged(job)
 
 
 def message_bounced_job(
@@ -249,18 +205,16 @@ def message_bounced_job(
     tenant_id: str | None = None,
     event_id: str | None = None,
 ) -> BridgedJob:
-    return message_job(
-        "message.bounced",
+    job = events.message_bounced(
         contact_id=contact_id,
+        message_id=message_id,
+        bounce_type=bounce_type,
+        reason=reason,
+        bounced_at=iso(bounced_at),
         tenant_id=tenant_id,
         event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "bounceType": bounce_type,
-            "reason": reason,
-            "bouncedAt": iso(bounced_at),
-        },
     )
+    return _bridged(job)
 
 
 def email_opened_job(
@@ -274,19 +228,17 @@ def email_opened_job(
     tenant_id: str | None = None,
     event_id: str | None = None,
 ) -> BridgedJob:
-    return message_job(
-        "email.opened",
+    job = events.email_opened(
         contact_id=contact_id,
+        message_id=message_id,
+        campaign_id=campaign_id,
+        opened_at=iso(opened_at),
+        device_type=device_type,
+        user_agent=user_agent,
         tenant_id=tenant_id,
         event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "campaignId": campaign_id,
-            "openedAt": iso(opened_at),
-            "deviceType": device_type,
-            "userAgent": user_agent,
-        },
     )
+    return _bridged(job)
 
 
 def email_clicked_job(
@@ -300,19 +252,17 @@ def email_clicked_job(
     tenant_id: str | None = None,
     event_id: str | None = None,
 ) -> BridgedJob:
-    return message_job(
-        "email.clicked",
+    job = events.email_clicked(
         contact_id=contact_id,
+        message_id=message_id,
+        campaign_id=campaign_id,
+        link_id=link_id,
+        link_url=link_url,
+        clicked_at=iso(clicked_at),
         tenant_id=tenant_id,
         event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "campaignId": campaign_id,
-            "linkId": link_id,
-            "linkUrl": link_url,
-            "clickedAt": iso(clicked_at),
-        },
     )
+    return _bridged(job)
 
 
 def sms_replied_job(
@@ -325,14 +275,15 @@ def sms_replied_job(
     event_id: str | None = None,
     timestamp: datetime | None = None,
 ) -> BridgedJob:
-    return message_job(
-        "sms.replied",
+    job = events.sms_replied(
         contact_id=contact_id,
+        original_message_id=original_message_id,
+        reply_text=reply_text,
+        replied_at=iso(replied_at),
         tenant_id=tenant_id,
         event_id=event_id,
-        payload={"originalMessageId": original_message_id, "replyText": reply_text, "repliedAt": iso(replied_at)},
-        timestamp=timestamp or replied_at,  # received when sent, unless a test says otherwise
     )
+    return _bridged(job, timestamp or replied_at)  # received when sent, unless a test says otherwise
 
 
 def process(job: BridgedJob) -> str:
