@@ -17,7 +17,7 @@ from typing import Any
 
 from messaging_events.contract.routing import EventType
 from messaging_events.streams import events
-from messaging_events.streams.events import OPT_IN_CHANNELS, OptIns, StreamJob, iso
+from messaging_events.streams.events import OPT_IN_CHANNELS, StreamJob, iso
 
 # Fixed so the same seed gives byte-identical jobs (and so the same identities) on any day.
 DEMO_EPOCH = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -109,14 +109,14 @@ def _engagement(
     stream: _Stream, person: DemoContact, *, message_id: str, channel: str, sent_at: datetime, template_id: str
 ) -> list[dict[str, Any]]:
     """What a delivered message earned: opens and clicks of an email, a reply to an SMS."""
-    rng, cid = stream.rng, person.contact_id
+    rng, about = stream.rng, {"contact_id": person.contact_id, "message_id": message_id}
     jobs: list[dict[str, Any]] = []
     if channel == "EMAIL" and rng.random() < 0.6:
         opened_at = sent_at + timedelta(minutes=rng.randrange(5, 600))
         campaign_id = f"demo-campaign-{template_id}"
-        opened = events.email_opened(
-            contact_id=cid,
-            message_id=message_id,
+        opened = events.job(
+            EventType.EMAIL_OPENED,
+            **about,
             campaign_id=campaign_id,
             opened_at=iso(opened_at),
             device_type=rng.choice(["mobile", "desktop"]),
@@ -124,9 +124,9 @@ def _engagement(
         )
         jobs.append(stream.message_job(opened))
         if rng.random() < 0.4:
-            clicked = events.email_clicked(
-                contact_id=cid,
-                message_id=message_id,
+            clicked = events.job(
+                EventType.EMAIL_CLICKED,
+                **about,
                 campaign_id=campaign_id,
                 link_id=f"link-{rng.randrange(1, 4)}",  # drawn before the click's time, as ever
                 link_url=f"https://example.com/offer?utm_source=crm&utm_medium=email&utm_campaign={template_id}",
@@ -134,8 +134,9 @@ def _engagement(
             )
             jobs.append(stream.message_job(clicked))
     if channel == "SMS" and rng.random() < 0.5:
-        replied = events.sms_replied(
-            contact_id=cid,
+        replied = events.job(
+            EventType.SMS_REPLIED,
+            contact_id=person.contact_id,
             original_message_id=message_id,
             reply_text=rng.choice(["Yes please", "Thanks!", "STOP", "More info?"]),  # drawn before the time
             replied_at=iso(sent_at + timedelta(minutes=rng.randrange(1, 120))),
@@ -148,27 +149,29 @@ def _follow_ups(
     stream: _Stream, person: DemoContact, *, message_id: str, channel: str, sent_at: datetime, template_id: str
 ) -> list[dict[str, Any]]:
     """What became of one message: a bounce or a failure, or a delivery with opens and clicks, or a reply."""
-    rng, cid = stream.rng, person.contact_id
+    rng, about = stream.rng, {"contact_id": person.contact_id, "message_id": message_id}
     roll = rng.random()
     if channel == "EMAIL" and roll < 0.1:
-        bounced = events.message_bounced(
-            contact_id=cid,
-            message_id=message_id,
+        bounced = events.job(
+            EventType.MESSAGE_BOUNCED,
+            **about,
             bounce_type="hard" if rng.random() < 0.6 else "soft",
             reason="mailbox_not_found",
             bounced_at=iso(sent_at + timedelta(seconds=10)),
         )
         return [stream.message_job(bounced)]
     if roll < 0.15:
-        failed = events.message_failed(
-            contact_id=cid,
-            message_id=message_id,
+        failed = events.job(
+            EventType.MESSAGE_FAILED,
+            **about,
             reason="invalid_email" if channel == "EMAIL" else "invalid_number",
             failed_at=iso(sent_at + timedelta(seconds=5)),
         )
         return [stream.message_job(failed)]
-    delivered = events.message_delivered(
-        contact_id=cid, message_id=message_id, delivered_at=iso(sent_at + timedelta(seconds=5))
+    delivered = events.job(
+        EventType.MESSAGE_DELIVERED,
+        **about,
+        delivered_at=iso(sent_at + timedelta(seconds=5)),
     )
     engagement = _engagement(
         stream, person, message_id=message_id, channel=channel, sent_at=sent_at, template_id=template_id
@@ -184,7 +187,7 @@ def _contact_events(
     rng = stream.rng
     event_id, email_opt_in = stream.event_id(), rng.random() < 0.8
     phone, sms_opt_in = (person.phone, rng.random() < 0.5) if rng.random() < 0.7 else (None, None)
-    created_job = events.contact_details(
+    created_job = events.job(
         EventType.CONTACT_CREATED,
         event_id=event_id,
         tenant_id=person.tenant,
@@ -193,7 +196,8 @@ def _contact_events(
         phone=phone,
         first_name=person.first_name,
         last_name=person.last_name,
-        opt_ins=OptIns(email=email_opt_in, sms=sms_opt_in),
+        email_opt_in=email_opt_in,
+        sms_opt_in=sms_opt_in,
     )
     created = stream.contact_job(created_job, base_ms)
     jobs_for_contact: list[dict[str, Any]] = []
@@ -202,11 +206,12 @@ def _contact_events(
     preference = None
     if rng.random() < 0.5 or index % 7 == 0:
         channel = rng.choice(OPT_IN_CHANNELS)
-        change = events.contact_preference_updated(
+        change = events.job(
+            EventType.CONTACT_PREFERENCE_UPDATED,
             event_id=stream.event_id(),
             tenant_id=person.tenant,
             contact_id=person.contact_id,
-            opt_ins=OptIns.one(channel, rng.random() < 0.5),
+            **{f"{channel}_opt_in": rng.random() < 0.5},
         )
         preference = stream.contact_job(change, base_ms + 50)
     if preference is not None and index % 7 == 0:
@@ -217,7 +222,7 @@ def _contact_events(
             jobs_for_contact.append(preference)
 
     if rng.random() < 0.3:
-        updated = events.contact_details(
+        updated = events.job(
             EventType.CONTACT_UPDATED,
             event_id=stream.event_id(),
             tenant_id=person.tenant,
@@ -239,7 +244,8 @@ def _messages(stream: _Stream, person: DemoContact, index: int, created_payload:
         sent_at = t0 + timedelta(days=1 + m, minutes=rng.randrange(0, 600))
         channel = "SMS" if "phoneNumber" in created_payload and rng.random() < 0.3 else "EMAIL"
         template_id, template_name = rng.choice(TEMPLATES)
-        sent_job = events.message_sent(
+        sent_job = events.job(
+            EventType.MESSAGE_SENT,
             contact_id=person.contact_id,
             message_id=message_id,
             channel=channel,
@@ -269,8 +275,11 @@ def demo_jobs(*, contacts: int = 60, seed: int = 7, tenants: int = 3) -> list[di
         created_payload, jobs_for_contact = _contact_events(stream, person, index, base_ms)
         jobs_for_contact += _messages(stream, person, index, created_payload)
         if index % 17 == 16:
-            deleted = events.contact_deleted(
-                event_id=stream.event_id(), tenant_id=person.tenant, contact_id=person.contact_id
+            deleted = events.job(
+                EventType.CONTACT_DELETED,
+                event_id=stream.event_id(),
+                tenant_id=person.tenant,
+                contact_id=person.contact_id,
             )
             jobs_for_contact.append(stream.contact_job(deleted, base_ms + 90))
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from messaging_events.contract.routing import EventType
 from messaging_events.streams import events
-from messaging_events.streams.events import OPT_IN_CHANNELS, OptIns, StreamJob
+from messaging_events.streams.events import OPT_IN_CHANNELS, StreamJob
 
 FIRST_NAMES = ["Thandi", "John", "Aisha", "Pieter", "Lerato", "Maria", "Sipho", "Anna", "Kagiso", "Chen", "Fatima"]
 LAST_NAMES = ["Nkosi", "Smith", "Patel", "van der Merwe", "Mokoena", "Naidoo", "Botha", "Dlamini", "Khumalo", "Wu"]
@@ -143,13 +143,13 @@ def _engagement(
     mix: MessageMix,
 ) -> None:
     """Opens (once or twice) and a click, for a contact whose roll lies in the mix's bands."""
-    cid = contact.contact_id
+    about = {"contact_id": contact.contact_id, "message_id": message_id}
     opened = sent + timedelta(seconds=rng.randrange(60, 3000))
     for n in range(2 if roll in mix.opened_twice else 1):
         at = opened + timedelta(seconds=n * 600)
-        job = events.email_opened(
-            contact_id=cid,
-            message_id=message_id,
+        job = events.job(
+            EventType.EMAIL_OPENED,
+            **about,
             campaign_id=campaign_id,
             opened_at=_stamp(at),
             device_type=rng.choice(DEVICES),
@@ -158,9 +158,9 @@ def _engagement(
         timeline.add(block, at, job)
     if roll in mix.clicked:
         at = opened + timedelta(seconds=rng.randrange(5, 300))
-        job = events.email_clicked(
-            contact_id=cid,
-            message_id=message_id,
+        job = events.job(
+            EventType.EMAIL_CLICKED,
+            **about,
             campaign_id=campaign_id,
             link_id=f"link-{rng.randrange(1, 4)}",
             link_url=f"https://example.com/offer?utm_source=crm&utm_medium=email&utm_campaign={campaign_id}",
@@ -175,40 +175,46 @@ def _message(
     index: int,
     contact: Contact,
     tag: str,
-    campaign: Campaign,
+    shape: Campaign,
     sent: datetime,
     now: datetime,
 ) -> None:
     """One message to the contact and all that its roll in the campaign's mix makes of it."""
-    mix, cid, block = campaign.mix, contact.contact_id, index // CONTACTS_PER_BLOCK
-    message_id, campaign_id = f"msg-{tag}-{index}", f"campaign-{contact.tenant}-{campaign.name}"
+    mix, cid, block = shape.mix, contact.contact_id, index // CONTACTS_PER_BLOCK
+    message_id, campaign_id = f"msg-{tag}-{index}", f"campaign-{contact.tenant}-{shape.name}"
+    about = {"contact_id": cid, "message_id": message_id}
     roll = rng.random()
-    sent_job = events.message_sent(
-        contact_id=cid,
-        message_id=message_id,
+    sent_job = events.job(
+        EventType.MESSAGE_SENT,
+        **about,
         channel="SMS" if roll in mix.replied else "EMAIL",
-        template_id=campaign.template_id,
-        template_name=campaign.template_name,
+        template_id=shape.template_id,
+        template_name=shape.template_name,
         campaign_id=campaign_id,
         sent_at=_stamp(sent),
     )
     timeline.add(block, sent, sent_job)
     if roll in mix.failed:
         at = sent + timedelta(seconds=8)
-        failed = events.message_failed(
-            contact_id=cid, message_id=message_id, reason=rng.choice(FAIL_REASONS), failed_at=_stamp(at)
+        failed = events.job(
+            EventType.MESSAGE_FAILED,
+            **about,
+            reason=rng.choice(FAIL_REASONS),
+            failed_at=_stamp(at),
         )
         timeline.add(block, at, failed)
     if roll not in mix.failed or mix.failed_after_delivery:
         at = sent + timedelta(seconds=5)
         timeline.add(
-            block, at, events.message_delivered(contact_id=cid, message_id=message_id, delivered_at=_stamp(at))
+            block,
+            at,
+            events.job(EventType.MESSAGE_DELIVERED, **about, delivered_at=_stamp(at)),
         )
     if roll in mix.bounced:
         hard, at = roll in mix.hard_bounces, sent + timedelta(seconds=10)
-        bounced = events.message_bounced(
-            contact_id=cid,
-            message_id=message_id,
+        bounced = events.job(
+            EventType.MESSAGE_BOUNCED,
+            **about,
             bounce_type="hard" if hard else "soft",
             reason=rng.choice(HARD_REASONS if hard else SOFT_REASONS),
             bounced_at=_stamp(at),
@@ -218,28 +224,36 @@ def _message(
         _engagement(rng, timeline, block, contact, message_id, campaign_id, sent, roll, mix)
     if mix.preference_changes and rng.random() < mix.preference_changes:  # one opt-in field each, as in the seed
         at = sent + timedelta(seconds=rng.randrange(60, 5000))
-        opt_ins = OptIns.one(rng.choice(OPT_IN_CHANNELS), rng.random() < 0.3)
-        change = events.contact_preference_updated(
-            tenant_id=contact.tenant, contact_id=cid, event_id=f"evt-{tag}-{index}-pref", opt_ins=opt_ins
+        stated = {f"{rng.choice(OPT_IN_CHANNELS)}_opt_in": rng.random() < 0.3}
+        change = events.job(
+            EventType.CONTACT_PREFERENCE_UPDATED,
+            tenant_id=contact.tenant,
+            contact_id=cid,
+            event_id=f"evt-{tag}-{index}-pref",
+            **stated,
         )
         timeline.add(block, min(at, now), change)
     if roll in mix.replied:
         at = sent + timedelta(seconds=rng.randrange(60, 3000))
-        reply = events.sms_replied(
-            contact_id=cid, original_message_id=message_id, reply_text=rng.choice(REPLIES), replied_at=_stamp(at)
+        reply = events.job(
+            EventType.SMS_REPLIED,
+            contact_id=cid,
+            original_message_id=message_id,
+            reply_text=rng.choice(REPLIES),
+            replied_at=_stamp(at),
         )
         timeline.add(block, at, reply)
 
 
-def _sends(campaign: Campaign, now: datetime, count: int) -> Iterator[datetime]:
-    start = now - campaign.sends_from
+def _sends(shape: Campaign, now: datetime, count: int) -> Iterator[datetime]:
+    start = now - shape.sends_from
     for index in range(count):
-        yield start + timedelta(seconds=index * campaign.sends_over.total_seconds() / max(count, 1))
+        yield start + timedelta(seconds=index * shape.sends_over.total_seconds() / max(count, 1))
 
 
 def _signup(rng: random.Random, index: int, contact: Contact, tag: str) -> StreamJob:
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-    return events.contact_details(
+    return events.job(
         EventType.CONTACT_CREATED,
         event_id=f"evt-{tag}-{index}-created",
         tenant_id=contact.tenant,
@@ -248,7 +262,8 @@ def _signup(rng: random.Random, index: int, contact: Contact, tag: str) -> Strea
         phone=f"+2782{rng.randrange(1_000_000, 10_000_000)}",
         first_name=first,
         last_name=last,
-        opt_ins=OptIns(email=rng.random() < 0.8, sms=rng.random() < 0.4),
+        email_opt_in=rng.random() < 0.8,
+        sms_opt_in=rng.random() < 0.4,
     )
 
 
@@ -268,20 +283,20 @@ def generate(
     tag: str = "a",
     seed: int = 1,
     *,
-    campaign: Campaign = SPRING,
+    shape: Campaign = SPRING,
     now: datetime | None = None,
 ) -> list[StreamJob]:
     """Sign-ups over the hour before the campaign's sends, each followed by its message: `{"name", "data"}`
     jobs in occurred-at order (by block)."""
     rng = random.Random(f"{seed}-{tag}")
     now = now or datetime.now(UTC).replace(microsecond=0)
-    signups_from = now - campaign.sends_from - timedelta(hours=1)
+    signups_from = now - shape.sends_from - timedelta(hours=1)
     timeline = _Timeline()
     people = contacts_of(contacts, tenants, tag)
-    for index, (contact, sent) in enumerate(zip(people, _sends(campaign, now, contacts), strict=True)):
+    for index, (contact, sent) in enumerate(zip(people, _sends(shape, now, contacts), strict=True)):
         signup = signups_from + timedelta(seconds=index * 3600 / max(contacts, 1))
         timeline.add(index // CONTACTS_PER_BLOCK, signup, _signup(rng, index, contact, tag))
-        _message(rng, timeline, index, contact, tag, campaign, sent, now)
+        _message(rng, timeline, index, contact, tag, shape, sent, now)
     return timeline.jobs()
 
 
@@ -309,15 +324,15 @@ def low_flood(contacts: list[Contact], count: int, tag: str, seed: int = 2) -> l
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     jobs = []
     for i in range(count):
-        cid, message_id = contacts[i % len(contacts)].contact_id, f"msg-{tag}-{i}"
+        about = {"contact_id": contacts[i % len(contacts)].contact_id, "message_id": f"msg-{tag}-{i}"}
         at = events.iso(start + timedelta(milliseconds=i * 10), "milliseconds")
         if i % 2:
-            jobs.append(events.message_delivered(contact_id=cid, message_id=message_id, delivered_at=at))
+            jobs.append(events.job(EventType.MESSAGE_DELIVERED, **about, delivered_at=at))
         else:
             jobs.append(
-                events.email_opened(
-                    contact_id=cid,
-                    message_id=message_id,
+                events.job(
+                    EventType.EMAIL_OPENED,
+                    **about,
                     campaign_id="campaign-flood",
                     opened_at=at,
                     device_type="mobile",
@@ -331,11 +346,12 @@ def preference_changes(contacts: list[Contact], count: int, tag: str, seed: int 
     """`count` high-priority `contactPreference.updated` events for contacts that exist."""
     rng = random.Random(f"{seed}-{tag}")
     for i, contact in enumerate(rng.sample(contacts, min(count, len(contacts)))):
-        yield events.contact_preference_updated(
+        yield events.job(
+            EventType.CONTACT_PREFERENCE_UPDATED,
             tenant_id=contact.tenant,
             contact_id=contact.contact_id,
             event_id=f"evt-{tag}-{i}-hipri",
-            opt_ins=OptIns(email=i % 2 == 0),
+            email_opt_in=i % 2 == 0,
         )
 
 
