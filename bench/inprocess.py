@@ -1,7 +1,7 @@
 """The worker's two paths, in-process, on the same kind of events: milliseconds per event.
 
-A campaign (`bench.stream.campaign`: sent, delivered, opens, clicks, a few bounces and failures) to
-contacts that already exist is applied in batches, once through the per-event path
+A campaign (`messaging_events.streams.mixed.campaign`: sent, delivered, opens, clicks, a few bounces and
+failures) to contacts that already exist is applied in batches, once through the per-event path
 (`inbox.process_batch`) and once through the set-based path (`batch_apply.apply_batch`), repeatedly,
 alternating which goes first. Each run is a new campaign (new message ids) to the same contacts, with
 real commits. Both paths share the machine's noise, so their ratio holds on a loaded machine even
@@ -12,8 +12,8 @@ when the absolute figures do not.
 With `--preferences N`, it times `contactPreference.updated` for N contacts that exist, one per batch.
 
 With `--signups N`, it times the stream's `contact.created` events instead (new contacts, most with
-email and SMS opt-in flags, `bench.stream.generate`): N per run through `batch_apply.apply_batch`,
-which applies them per event (docs/performance.md, "contact.created round trips").
+email and SMS opt-in flags, `messaging_events.streams.mixed.generate`): N per run through
+`batch_apply.apply_batch`, which applies them per event (docs/performance.md, "contact.created round trips").
 """
 
 import argparse
@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable
 
 from bench import stream
+from messaging_events.streams.events import StreamJob
 
 TENANTS = 4
 
 
-def _bridged(jobs: list[dict], tag: str) -> list[dict]:
+def _bridged(jobs: list[StreamJob], tag: str) -> list[dict]:
     """As the bridge hands jobs to the workers."""
     now_ms = int(time.time() * 1000)
     return [{"id": f"{tag}-{n}", "timestamp": now_ms, "attemptsMade": 0, **job} for n, job in enumerate(jobs)]

@@ -1,32 +1,29 @@
 """Build BullMQ jobs exactly as the bridge hands them to the workers, one builder per event type.
 
-Contact and consent jobs carry `data={"payload": {...}}`; message and engagement jobs carry
-`data={"type": ..., "identity": {"messagingContactId": ...}, "payload": {...}}`. Every builder
-leaves out the fields given as None, so tests can state exactly what a producer sent.
+The shapes come from `messaging_events/streams/events.py`, which the demo and the bench use too; these
+builders add a test's defaults (the seed contract's example values) and the bridged job's envelope (id,
+timestamp, attempts). Every field given as None is left out, so tests can state exactly what a producer sent;
+times may be datetimes.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
 from messaging_events.contract.jobs import BridgedJob
+from messaging_events.contract.routing import EventType
+from messaging_events.streams import events
+from messaging_events.streams.events import StreamJob
 
 BASE_TIME = datetime(2025, 12, 14, 8, 0, tzinfo=UTC)
 TENANT = "tenant_123"
 _job_ids = count(1)
 
 
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def at(minutes: float = 0, *, days: float = 0) -> datetime:
     """BASE_TIME plus an offset: readable times for tests."""
     return BASE_TIME + timedelta(minutes=minutes, days=days)
-
-
-def _clean(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def make_job(name: str, data: Any, *, timestamp: datetime | None = None, job_id: str | None = None) -> BridgedJob:
@@ -40,299 +37,89 @@ def make_job(name: str, data: Any, *, timestamp: datetime | None = None, job_id:
     }
 
 
+def _bridged(job: StreamJob, timestamp: datetime | None = None) -> BridgedJob:
+    return make_job(job["name"], job["data"], timestamp=timestamp)
+
+
+JobBuilder = Callable[..., BridgedJob]
+
+
+def _builder(event_type: EventType, **defaults: Any) -> JobBuilder:
+    """A job builder for the type with the test's defaults: keywords as in `events.PAYLOAD_FIELDS`, plus
+    `contact_id`, `tenant_id`, `event_id` and `timestamp` (the job's, default BASE_TIME)."""
+
+    def build(*, timestamp: datetime | None = None, **fields: Any) -> BridgedJob:
+        return _bridged(events.job(event_type, **{**defaults, **fields}), timestamp)
+
+    build.__name__ = build.__qualname__ = f"{event_type.value}_job"
+    return build
+
+
+CONTACT = {"contact_id": "contact_uuid_456"}
+MESSAGE = {**CONTACT, "message_id": "msg_789"}
+CAMPAIGN = {"campaign_id": "campaign_dec_2025"}
+
 # -- contact and consent events (their occurred-at is the job timestamp) --------------------
-
-
-def _contact_job(name: str, payload: dict[str, Any], timestamp: datetime | None) -> BridgedJob:
-    return make_job(name, {"payload": _clean(payload)}, timestamp=timestamp)
-
-
-def contact_created_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    tenant_id: str = TENANT,
-    event_id: str | None = None,
-    email: str | None = "john@example.com",
-    phone: str | None = "+27821234567",
-    first_name: str | None = "John",
-    last_name: str | None = "Smith",
-    email_opt_in: bool | None = None,
-    sms_opt_in: bool | None = None,
-    push_opt_in: bool | None = None,
-    whatsapp_opt_in: bool | None = None,
-    timestamp: datetime | None = None,
-) -> BridgedJob:
-    return _contact_job(
-        "contact.created",
-        {
-            "eventId": event_id,
-            "tenantId": tenant_id,
-            "contactId": contact_id,
-            "email": email,
-            "phoneNumber": phone,
-            "firstName": first_name,
-            "lastName": last_name,
-            "emailOptIn": email_opt_in,
-            "smsOptIn": sms_opt_in,
-            "pushOptIn": push_opt_in,
-            "whatsappOptIn": whatsapp_opt_in,
-        },
-        timestamp,
-    )
-
-
-def contact_updated_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    tenant_id: str = TENANT,
-    event_id: str | None = None,
-    email: str | None = None,
-    phone: str | None = None,
-    first_name: str | None = None,
-    last_name: str | None = None,
-    email_opt_in: bool | None = None,
-    sms_opt_in: bool | None = None,
-    push_opt_in: bool | None = None,
-    whatsapp_opt_in: bool | None = None,
-    timestamp: datetime | None = None,
-) -> BridgedJob:
-    return _contact_job(
-        "contact.updated",
-        {
-            "eventId": event_id,
-            "tenantId": tenant_id,
-            "contactId": contact_id,
-            "email": email,
-            "phoneNumber": phone,
-            "firstName": first_name,
-            "lastName": last_name,
-            "emailOptIn": email_opt_in,
-            "smsOptIn": sms_opt_in,
-            "pushOptIn": push_opt_in,
-            "whatsappOptIn": whatsapp_opt_in,
-        },
-        timestamp,
-    )
-
-
-def contact_preference_updated_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    tenant_id: str = TENANT,
-    event_id: str | None = None,
-    email_opt_in: bool | None = None,
-    sms_opt_in: bool | None = None,
-    push_opt_in: bool | None = None,
-    whatsapp_opt_in: bool | None = None,
-    timestamp: datetime | None = None,
-) -> BridgedJob:
-    return _contact_job(
-        "contactPreference.updated",
-        {
-            "eventId": event_id,
-            "tenantId": tenant_id,
-            "contactId": contact_id,
-            "emailOptIn": email_opt_in,
-            "smsOptIn": sms_opt_in,
-            "pushOptIn": push_opt_in,
-            "whatsappOptIn": whatsapp_opt_in,
-        },
-        timestamp,
-    )
-
-
-def contact_deleted_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    tenant_id: str = TENANT,
-    event_id: str | None = None,
-    timestamp: datetime | None = None,
-) -> BridgedJob:
-    return _contact_job(
-        "contact.deleted", {"eventId": event_id, "tenantId": tenant_id, "contactId": contact_id}, timestamp
-    )
-
+contact_created_job = _builder(
+    EventType.CONTACT_CREATED,
+    **CONTACT,
+    tenant_id=TENANT,
+    email="john@example.com",
+    phone="+27821234567",
+    first_name="John",
+    last_name="Smith",
+)
+contact_updated_job = _builder(EventType.CONTACT_UPDATED, **CONTACT, tenant_id=TENANT)
+contact_preference_updated_job = _builder(EventType.CONTACT_PREFERENCE_UPDATED, **CONTACT, tenant_id=TENANT)
+contact_deleted_job = _builder(EventType.CONTACT_DELETED, **CONTACT, tenant_id=TENANT)
 
 # -- message and engagement events (their occurred-at is in the payload) --------------------
-
-
-def message_job(
-    name: str,
-    *,
-    contact_id: str,
-    payload: dict[str, Any],
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-    timestamp: datetime | None = None,
-) -> BridgedJob:
-    data: dict[str, Any] = {
-        "type": name,
-        "identity": {"messagingContactId": contact_id},
-        "payload": _clean({"eventId": event_id, **payload}),
-    }
-    if tenant_id is not None:
-        data["tenantId"] = tenant_id
-    return make_job(name, data, timestamp=timestamp)
-
-
-def message_sent_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    message_id: str = "msg_789",
-    channel: str = "EMAIL",
-    template_id: str | None = "template_123",
-    template_name: str | None = "December Newsletter",
-    campaign_id: str | None = "campaign_dec_2025",
-    sent_at: datetime = BASE_TIME,
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-) -> BridgedJob:
-    return message_job(
-        "message.sent",
-        contact_id=contact_id,
-        tenant_id=tenant_id,
-        event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "contactId": contact_id,
-            "channel": channel,
-            "templateId": template_id,
-            "templateName": template_name,
-            "campaignId": campaign_id,
-            "sentAt": iso(sent_at),
-        },
-    )
-
-
-def message_delivered_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    message_id: str = "msg_789",
-    delivered_at: datetime = BASE_TIME + timedelta(seconds=5),
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-) -> BridgedJob:
-    return message_job(
-        "message.delivered",
-        contact_id=contact_id,
-        tenant_id=tenant_id,
-        event_id=event_id,
-        payload={"messageId": message_id, "deliveredAt": iso(delivered_at)},
-    )
-
-
-def message_failed_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    message_id: str = "msg_789",
-    reason: str | None = "invalid_email",
-    failed_at: datetime = BASE_TIME + timedelta(seconds=5),
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-) -> BridgedJob:
-    return message_job(
-        "message.failed",
-        contact_id=contact_id,
-        tenant_id=tenant_id,
-        event_id=event_id,
-        payload={"messageId": message_id, "reason": reason, "failedAt": iso(failed_at)},
-    )
-
-
-def message_bounced_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    message_id: str = "msg_789",
-    bounce_type: str = "hard",
-    reason: str | None = "mailbox_not_found",
-    bounced_at: datetime = BASE_TIME + timedelta(seconds=10),
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-) -> BridgedJob:
-    return message_job(
-        "message.bounced",
-        contact_id=contact_id,
-        tenant_id=tenant_id,
-        event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "bounceType": bounce_type,
-            "reason": reason,
-            "bouncedAt": iso(bounced_at),
-        },
-    )
-
-
-def email_opened_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    message_id: str = "msg_789",
-    campaign_id: str | None = "campaign_dec_2025",
-    opened_at: datetime = BASE_TIME + timedelta(hours=1, minutes=15),
-    device_type: str | None = "mobile",
-    user_agent: str | None = "Mozilla/5.0",
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-) -> BridgedJob:
-    return message_job(
-        "email.opened",
-        contact_id=contact_id,
-        tenant_id=tenant_id,
-        event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "campaignId": campaign_id,
-            "openedAt": iso(opened_at),
-            "deviceType": device_type,
-            "userAgent": user_agent,
-        },
-    )
-
-
-def email_clicked_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    message_id: str = "msg_789",
-    campaign_id: str | None = "campaign_dec_2025",
-    link_id: str | None = "link_123",
-    link_url: str | None = "https://example.com/offer",
-    clicked_at: datetime = BASE_TIME + timedelta(hours=1, minutes=16, seconds=30),
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-) -> BridgedJob:
-    return message_job(
-        "email.clicked",
-        contact_id=contact_id,
-        tenant_id=tenant_id,
-        event_id=event_id,
-        payload={
-            "messageId": message_id,
-            "campaignId": campaign_id,
-            "linkId": link_id,
-            "linkUrl": link_url,
-            "clickedAt": iso(clicked_at),
-        },
-    )
+message_sent_job = _builder(
+    EventType.MESSAGE_SENT,
+    **MESSAGE,
+    **CAMPAIGN,
+    channel="EMAIL",
+    template_id="template_123",
+    template_name="December Newsletter",
+    sent_at=BASE_TIME,
+)
+message_delivered_job = _builder(EventType.MESSAGE_DELIVERED, **MESSAGE, delivered_at=BASE_TIME + timedelta(seconds=5))
+message_failed_job = _builder(
+    EventType.MESSAGE_FAILED, **MESSAGE, reason="invalid_email", failed_at=BASE_TIME + timedelta(seconds=5)
+)
+message_bounced_job = _builder(
+    EventType.MESSAGE_BOUNCED,
+    **MESSAGE,
+    bounce_type="hard",
+    reason="mailbox_not_found",
+    bounced_at=BASE_TIME + timedelta(seconds=10),
+)
+email_opened_job = _builder(
+    EventType.EMAIL_OPENED,
+    **MESSAGE,
+    **CAMPAIGN,
+    opened_at=BASE_TIME + timedelta(hours=1, minutes=15),
+    device_type="mobile",
+    user_agent="Mozilla/5.0",
+)
+email_clicked_job = _builder(
+    EventType.EMAIL_CLICKED,
+    **MESSAGE,
+    **CAMPAIGN,
+    link_id="link_123",
+    link_url="https://example.com/offer",
+    clicked_at=BASE_TIME + timedelta(hours=1, minutes=16, seconds=30),
+)
+_sms_replied = _builder(
+    EventType.SMS_REPLIED, **CONTACT, original_message_id="msg_789", reply_text="Yes, I'm interested"
+)
 
 
 def sms_replied_job(
-    *,
-    contact_id: str = "contact_uuid_456",
-    original_message_id: str | None = "msg_789",
-    reply_text: str = "Yes, I'm interested",
-    replied_at: datetime = BASE_TIME + timedelta(hours=2),
-    tenant_id: str | None = None,
-    event_id: str | None = None,
-    timestamp: datetime | None = None,
+    *, replied_at: datetime = BASE_TIME + timedelta(hours=2), timestamp: datetime | None = None, **fields: Any
 ) -> BridgedJob:
-    return message_job(
-        "sms.replied",
-        contact_id=contact_id,
-        tenant_id=tenant_id,
-        event_id=event_id,
-        payload={"originalMessageId": original_message_id, "replyText": reply_text, "repliedAt": iso(replied_at)},
-        timestamp=timestamp or replied_at,  # received when sent, unless a test says otherwise
-    )
+    # Received when sent, unless a test says otherwise.
+    return _sms_replied(replied_at=replied_at, timestamp=timestamp or replied_at, **fields)
 
 
 def process(job: BridgedJob) -> str:

@@ -28,6 +28,20 @@ def _import(contact_id: str = "c1", **overrides):
     return contact_statement_apply(ContactStatement(kind=ContactEventKind.CREATED, **kwargs))
 
 
+def _sms_opt_in_statement(contact_id: str) -> None:
+    """A contactPreference.updated opting in to SMS: a stub profile, when the contact is not yet known."""
+    contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.PREFERENCES,
+            tenant_external_id="acme",
+            contact_id=contact_id,
+            opt_ins={"sms": True},
+            occurred_at=at(1),
+            source_key="p",
+        )
+    )
+
+
 def test_outcomes() -> None:
     first = _import()
     assert first.outcome == ContactImportOutcome.CREATED
@@ -42,16 +56,7 @@ def test_outcomes() -> None:
 
 def test_stub_merge_reports_linked() -> None:
     _import("c1")
-    contact_statement_apply(
-        ContactStatement(
-            kind=ContactEventKind.PREFERENCES,
-            tenant_external_id="acme",
-            contact_id="c2",
-            opt_ins={"sms": True},
-            occurred_at=at(1),
-            source_key="p",
-        )
-    )
+    _sms_opt_in_statement("c2")
     assert Profile.objects.count() == 2
     result = _import("c2", phone=None, opt_ins={})
     assert result.outcome == ContactImportOutcome.LINKED and result.merged_profile_id is not None
@@ -62,16 +67,7 @@ def test_stub_merge_reports_linked() -> None:
 
 
 def test_stub_becoming_real_reports_created() -> None:
-    contact_statement_apply(
-        ContactStatement(
-            kind=ContactEventKind.PREFERENCES,
-            tenant_external_id="acme",
-            contact_id="c1",
-            opt_ins={"sms": True},
-            occurred_at=at(1),
-            source_key="p",
-        )
-    )
+    _sms_opt_in_statement("c1")
     result = _import("c1")
     assert result.outcome == ContactImportOutcome.CREATED
     assert not Profile.objects.get().is_stub

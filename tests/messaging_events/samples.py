@@ -1,6 +1,10 @@
-"""The seed's example events as BullMQ jobs (`{"name", "data"}`), in the shapes the Messaging service uses."""
+"""The seed's example events as BullMQ jobs (`{"name", "data"}`): its payloads written out as the seed shows
+them, in the envelopes of `messaging_events/streams/events.py`. Payloads are sent as given, nulls included."""
 
 from typing import Any
+
+from messaging_events.streams import events
+from messaging_events.streams.events import StreamJob
 
 TENANT = "tenant_123"
 CONTACT = "contact_uuid_456"
@@ -81,22 +85,17 @@ def message_payloads(contact: str = CONTACT, message: str = "msg_789") -> dict[s
     }
 
 
-def contact_job(name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Contact and consent events: job name = type, `data.payload` = the flat payload."""
-    return {"name": name, "data": {"payload": payload}}
+def contact_job(name: str, payload: dict[str, Any]) -> StreamJob:
+    """Contact and consent events: job name = type, `data.payload` = the flat payload, as given."""
+    return events.contact_event(name, payload)
 
 
-def message_job(
-    name: str, payload: dict[str, Any], contact: str = CONTACT, tenant: str | None = None
-) -> dict[str, Any]:
+def message_job(name: str, payload: dict[str, Any], contact: str = CONTACT, tenant: str | None = None) -> StreamJob:
     """Message and engagement events: `data = {type, identity: {messagingContactId}, payload, tenantId?}`."""
-    data: dict[str, Any] = {"type": name, "identity": {"messagingContactId": contact}, "payload": payload}
-    if tenant is not None:
-        data["tenantId"] = tenant
-    return {"name": name, "data": data}
+    return events.message_event(name, contact_id=contact, payload=payload, tenant_id=tenant)
 
 
-def seed_jobs(tenant: str = TENANT, contact: str = CONTACT, prefix: str = "evt") -> list[dict[str, Any]]:
+def seed_jobs(tenant: str = TENANT, contact: str = CONTACT, prefix: str = "evt") -> list[StreamJob]:
     """Every seed event type once, each in the shape the seed documents."""
     jobs = [contact_job(name, payload) for name, payload in contact_payloads(tenant, contact, prefix).items()]
     jobs += [message_job(name, payload, contact) for name, payload in message_payloads(contact).items()]

@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from crm.models import Activity, ActivityType, CampaignInteraction, Profile, Segment, SegmentMembership
 from crm.services.profiles import profile_update_by_staff
@@ -58,17 +59,7 @@ def test_a_newer_failure_unverifies_and_leaves_the_segment(profile: Profile) -> 
     staff = get_user_model().objects.create_user("staff", is_staff=True)
     segment = Segment.objects.create(tenant_id=profile.tenant_id, name="verified", require_verified_email=True)
     profile_update_by_staff(profile=profile, changes={"email_verified": True}, user=staff)
-    from django.utils import timezone
-
-    from tests.factories import iso, message_job
-
-    later = timezone.now()
-    job = message_job(
-        "message.failed",
-        contact_id="contact_uuid_456",
-        payload={"messageId": "m9", "reason": "invalid_email", "failedAt": iso(later)},
-    )
-    process(job)
+    process(message_failed_job(message_id="m9", failed_at=timezone.now()))
     profile.refresh_from_db()
     assert profile.email_verified is False
     assert not SegmentMembership.objects.filter(segment=segment).exists()

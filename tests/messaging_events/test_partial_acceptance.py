@@ -12,13 +12,13 @@ from crm.models import Activity, ActivityType, CampaignInteraction, ContactLink,
 from messaging_events.models import InboundEvent
 from messaging_events.services import batch_apply, inbox
 from messaging_events.services.status import bridge_status_get
+from messaging_events.streams.events import iso
 from messaging_events.tasks import apply_event_batch
 from tests.factories import (
     at,
     contact_created_job,
     contact_updated_job,
     email_opened_job,
-    iso,
     message_sent_job,
     process,
 )

@@ -16,11 +16,30 @@ from django.core.management import CommandError, call_command
 from crm.models import ConsentChange, ContactLink, MarketingConsent, Profile, Tenant
 from crm.services.backfill import BackfillResult, read_csv, validate_row
 from crm.services.backfill import _RowInvalid as RowInvalid  # the one error a bad row may raise
+from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
 from tests.ops.contact_files import write_csv, write_jsonl
 from tests.processes import ROOT, Processes, manage_command
 
 SAMPLES = ROOT / "docs" / "samples"
 CRM_TABLES = (Tenant, Profile, ContactLink, ConsentChange, MarketingConsent)
+
+
+def _live_thandi_created(contact_id: str, *, opt_ins: dict[str, bool], occurred_at: datetime, source_key: str) -> None:
+    """A live contact.created for the first person of docs/samples/contacts.csv, as the pipeline applies it."""
+    contact_statement_apply(
+        ContactStatement(
+            kind=ContactEventKind.CREATED,
+            tenant_external_id="acme",
+            contact_id=contact_id,
+            email="thandi.nkosi@example.com",
+            phone=None,
+            first_name="Thandi",
+            last_name="Nkosi",
+            opt_ins=opt_ins,
+            occurred_at=occurred_at,
+            source_key=source_key,
+        )
+    )
 
 
 def _backfill(*args: str) -> str:
@@ -89,21 +108,8 @@ def test_dry_run_reports_what_would_change_and_writes_nothing() -> None:
 
 @pytest.mark.django_db
 def test_existing_profile_is_linked_by_email(tmp_path: Path) -> None:
-    from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
-
-    contact_statement_apply(
-        ContactStatement(
-            kind=ContactEventKind.CREATED,
-            tenant_external_id="acme",
-            contact_id="live-contact-1",
-            email="thandi.nkosi@example.com",
-            phone=None,
-            first_name="Thandi",
-            last_name="Nkosi",
-            opt_ins={},
-            occurred_at=datetime(2026, 9, 1, tzinfo=UTC),
-            source_key="live-1",
-        )
+    _live_thandi_created(
+        "live-contact-1", opt_ins={}, occurred_at=datetime(2026, 9, 1, tzinfo=UTC), source_key="live-1"
     )
     counts = _counts(_backfill(str(SAMPLES / "contacts.csv")))
     assert counts["linked"] == 1 and counts["created"] == 5
@@ -115,22 +121,9 @@ def test_existing_profile_is_linked_by_email(tmp_path: Path) -> None:
 
 @pytest.mark.django_db
 def test_backfill_never_overrides_a_newer_live_consent_decision(tmp_path: Path) -> None:
-    from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
-
     # Live: the person opted out of email on 2026-10-20.
-    contact_statement_apply(
-        ContactStatement(
-            kind=ContactEventKind.CREATED,
-            tenant_external_id="acme",
-            contact_id="ct-0001",
-            email="thandi.nkosi@example.com",
-            phone=None,
-            first_name="Thandi",
-            last_name="Nkosi",
-            opt_ins={"email": False},
-            occurred_at=datetime(2026, 10, 20, tzinfo=UTC),
-            source_key="live-optout",
-        )
+    _live_thandi_created(
+        "ct-0001", opt_ins={"email": False}, occurred_at=datetime(2026, 10, 20, tzinfo=UTC), source_key="live-optout"
     )
     # The export row (updatedAt 2026-10-01) says opted in: older, so it must not win.
     _backfill(str(SAMPLES / "contacts.csv"))

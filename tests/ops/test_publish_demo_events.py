@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from messaging_events.contract.jobs import Event, Rejection, parse_job
 from messaging_events.contract.routing import EventType
-from messaging_events.demo import OFFSET_KEY, bulk_specs, demo_jobs
+from messaging_events.streams.demo import OFFSET_KEY, bulk_specs, demo_jobs
 from tests.ops.conftest import bullmq_queue, run
 
 

@@ -6,7 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from crm.management.arguments import require_redis
-from messaging_events.demo import DEMO_SEGMENTS, demo_jobs, demo_segments_ensure, publish_jobs
+from messaging_events.demo import DEMO_SEGMENTS, demo_segments_ensure, publish_jobs
+from messaging_events.streams.demo import demo_jobs
 
 logger = logging.getLogger(__name__)
 
