@@ -489,6 +489,8 @@ def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[Consen
             wanted_change is not None
             and wanted_change.pk not in keep
             and activity.type == _activity_type(wanted_change.opted_in)
+            # the statement's address became known after the activity was written (consent before contact)
+            and activity.data.get("address") == wanted_change.address
         ):
             keep.add(wanted_change.pk)
         else:

@@ -8,8 +8,16 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 
-from crm.models import ConsentChange, ConsentSource, ContactAddress, MarketingConsent, Profile
-from crm.services.consent import consent_record_by_staff, consent_statement_record
+from crm.models import (
+    Activity,
+    ActivityType,
+    ConsentChange,
+    ConsentSource,
+    ContactAddress,
+    MarketingConsent,
+    Profile,
+)
+from crm.services.consent import CONSENT_ACTIVITY_TYPES, consent_record_by_staff, consent_statement_record
 from crm.services.profiles import profile_update_by_staff
 from tests.factories import (
     at,
@@ -74,6 +82,12 @@ def test_a_preference_before_its_contact_is_about_the_phone_the_contact_then_had
     rows = dict(ConsentChange.objects.filter(channel="sms").values_list("occurred_at", "address"))
     assert rows == {at(0): P_NEW, at(5): P_NEW}
     assert list(ContactAddress.objects.filter(kind="phone").values_list("contact_id", "address")) == [("c1", P_NEW)]
+    # The timeline agrees with the ledger: each activity names the phone its statement turned out to be about.
+    activities = Activity.objects.filter(type__in=CONSENT_ACTIVITY_TYPES, data__channel="sms")
+    assert sorted((a.occurred_at, a.type, a.data["address"]) for a in activities) == [
+        (at(0), ActivityType.CONSENT_OPTED_IN, P_NEW),
+        (at(5), ActivityType.CONSENT_OPTED_OUT, P_NEW),
+    ]
 
 
 def test_a_new_address_starts_unknown_and_the_old_one_counts_again(staff) -> None:
