@@ -9,9 +9,11 @@ import json
 import statistics
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import db
 from bench.config import NODE_DIR, SIZES, SPREAD_MAX_S, log
@@ -126,7 +128,7 @@ def measure_backlog(bench: Bench, base: int, flood_n: int) -> Backlog:
     return Backlog(remaining=remaining, low_messages=low_messages, rate=rate, spread_s=spread_s)
 
 
-def publish_spread(bench: Bench, highs: list[dict], spread_s: float) -> None:
+def publish_spread(bench: Bench, highs: Sequence[Mapping[str, Any]], spread_s: float) -> None:
     """One job at a time, evenly over `spread_s`, through one Node publisher."""
     high_pub = subprocess.Popen(
         bench.node_args("publish.mjs", "--chunk", "1"),
