@@ -113,8 +113,11 @@ def reconcile(republish: Republish, *, now: float | None = None) -> ReconcileRep
 
 
 def _republish(client: redis.Redis, task_id: str, republish: Republish) -> bool:
+    # Beat can start a pass while the last still runs in another worker child, and both then hold the same
+    # suspect: only the pass whose HDEL removes it publishes the batch again.
+    if not client.hdel(register.SUSPECTS_KEY, task_id):
+        return False
     raw = client.hget(register.BATCHES_KEY, task_id)
-    client.hdel(register.SUSPECTS_KEY, task_id)
     if raw is None:  # finished meanwhile
         return False
     body = json.loads(raw)

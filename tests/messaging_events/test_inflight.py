@@ -7,6 +7,7 @@ its queue and the consumer dies before copying it into `unacked` (here: an RPOP 
 
 import base64
 import json
+import threading
 import time
 
 import pytest
@@ -117,6 +118,34 @@ def test_a_batch_the_broker_lost_is_published_again_after_two_passes(broker_redi
     assert _queued(broker_redis) == [("task-lost", jobs)]
     assert broker_redis.hlen(inflight_register.SUSPECTS_KEY) == 0
     assert json.loads(broker_redis.hget(inflight_register.BATCHES_KEY, "task-lost"))["republished"] == 1
+
+
+def test_two_passes_at_once_publish_a_lost_batch_once(broker_redis, monkeypatch) -> None:
+    """Beat's schedule can start a pass while the last still runs, in another worker child: both see the
+    same suspect, and only the pass that claims it (removes it from the suspects) publishes it."""
+    publish_batch(_jobs("twice"), queue="normal", task_id="task-twice")
+    _lose_next_message(broker_redis)
+    republished: list[tuple[str, int]] = []
+    assert _reconcile(republished).suspects == 1
+
+    both_searched = threading.Barrier(2, timeout=10)
+    unacked_task_ids = inflight._unacked_task_ids
+
+    def after_both_passes_read_the_suspects(client):
+        both_searched.wait()
+        return unacked_task_ids(client)
+
+    monkeypatch.setattr(inflight, "_unacked_task_ids", after_both_passes_read_the_suspects)
+    reports: list[inflight.ReconcileReport] = []
+    passes = [threading.Thread(target=lambda: reports.append(_reconcile(republished))) for _ in range(2)]
+    for thread in passes:
+        thread.start()
+    for thread in passes:
+        thread.join(timeout=20)
+
+    assert sorted(len(report.republished) for report in reports) == [0, 1]
+    assert republished == [("task-twice", 1)]
+    assert [task_id for task_id, _ in _queued(broker_redis)] == ["task-twice"]
 
 
 def test_queued_batches_are_never_published_again(broker_redis) -> None:
