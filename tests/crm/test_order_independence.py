@@ -415,7 +415,6 @@ def final_state(apply: Callable[[], object], snap: Callable[[], dict] = snapshot
     return result
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1800)
 @settings(
     max_examples=EXAMPLES,
