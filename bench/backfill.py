@@ -86,7 +86,7 @@ def prefill(rows: int) -> float:
 
 
 def _timed_import(path: Path, **options: Any) -> tuple[float, dict]:
-    from crm.services.backfill import contacts_backfill
+    from messaging_events.contact_export import contacts_backfill
 
     started = time.perf_counter()
     result = contacts_backfill(path=path, **options)

@@ -1,6 +1,8 @@
-"""Backfill: import a Messaging contact export (CSV or JSON lines) with the effect of the live `contact.created` path.
+"""Backfill: apply a file of contact statements with the effect of the live `contact.created` path.
 
-Each row is validated with the same schema as a live `contact.created` payload. Two ways to apply it:
+The file's rows arrive already judged, as the CRM's `ContactStatement`s or rejections with their line
+numbers, from a `RowSource`: the side that owns the file's format reads and validates it
+(`messaging_events.contact_export`, with the event contract). Two ways to apply them:
 
 - bulk (the default): chunks of rows are planned set-based (crm.services.backfill_bulk): rows that
   create a new person are written in a few statements per chunk, rows whose statements are all
@@ -10,59 +12,28 @@ Each row is validated with the same schema as a live `contact.created` payload. 
 Rows are read a chunk at a time: memory does not grow with the file. In bulk, a second process reads
 and validates the next chunk while this one is written (crm.services.backfill_pipeline). Each
 transaction commits its rows together with the file's checkpoint (crm.models.BackfillCheckpoint), so
-`--resume` continues after the last committed line.
-
-Idempotency: each row's `source_key` is its `eventId`, or `backfill:<sha256 of the canonical
-validated row>`; a second run of the same file finds every statement already recorded.
-
-When a row happened (`occurred_at`, which decides consent last-writer-wins): the row's own
-`updatedAt`, else its `createdAt`, else `--as-of`, else the file's modification time. An older
-statement never overrides a newer live decision: it is recorded in the ledger as superseded.
+`--resume` continues after the last committed line. An older statement never overrides a newer live
+decision: it is recorded in the ledger as superseded.
 """
 
-import csv
 import hashlib
-import itertools
-import json
 import logging
-import os
-import re
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
-from pydantic import ValidationError
 
 from crm.errors import ApplicationError
 from crm.models import BackfillCheckpoint
-from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
-from messaging_events.contract.fields import parse_timestamp
-from messaging_events.contract.schemas import OPT_IN_FIELDS, ContactCreated
+from crm.services.contacts import ContactStatement, contact_statement_apply
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "eventId",
-    "tenantId",
-    "contactId",
-    "email",
-    "phoneNumber",
-    "firstName",
-    "lastName",
-    "emailOptIn",
-    "smsOptIn",
-    "pushOptIn",
-    "whatsappOptIn",
-)
-TIME_COLUMNS = ("updatedAt", "createdAt")
 OUTCOMES = ("created", "linked", "updated", "unchanged")
-TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
-FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 CHUNK_ROWS = 5_000  # bulk path: rows read, planned and written together
 ROW_BY_ROW_CHUNK_ROWS = 500  # per-row path: rows per transaction
 # Rows applied by contact_statement_apply per transaction in the bulk path: each holds up to three advisory
@@ -76,10 +47,6 @@ MAX_REASON_CHARS = 500
 
 class BackfillFileError(Exception):
     """The file as a whole cannot be read (unknown format, missing columns)."""
-
-
-class _RowInvalid(Exception):
-    pass
 
 
 @dataclass
@@ -110,178 +77,13 @@ class BackfillResult:
         return self.counts["created"] + self.counts["linked"] + self.counts["updated"]
 
 
-@dataclass(frozen=True)
-class Row:
-    line: int
-    values: dict[str, Any]
-
-
-def detect_format(path: Path, explicit: str | None = None) -> str:
-    if explicit:
-        return explicit
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    raise BackfillFileError(f"cannot tell the format of {path.name} from its extension; pass --format csv|jsonl")
-
-
-def count_rows(path: Path, fmt: str) -> int:
-    """Lines in the file (minus the CSV header), read in blocks: for the progress bar only."""
-    lines = 0
-    last = b"\n"
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    if last != b"\n":
-        lines += 1
-    return max(0, lines - 1) if fmt == "csv" else lines
-
-
-def _csv_bool(column: str, raw: str) -> bool | None:
-    word = raw.strip().lower()
-    if word == "":
-        return None
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise _RowInvalid(f"{column}: not a boolean (use true/false, 1/0, yes/no or leave empty)")
-
-
-# Reading with `surrogateescape` turns each byte that is not UTF-8 into one of these code points.
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-
-
-def _undecodable(value: str) -> str | None:
-    """The first byte that was not UTF-8, or None."""
-    found = _ESCAPED_BYTE.search(value)
-    return None if found is None else f"0x{ord(found.group()) - 0xDC00:02x}"
-
-
-def _not_utf8(byte: str) -> str:
-    return f"not UTF-8 text (byte {byte}); re-export the file as UTF-8"
-
-
-def read_csv(path: Path, result: BackfillResult, *, tenant: str | None = None) -> Generator[Row, None, None]:
-    # Bytes that are not UTF-8 become lone surrogates, so the rows they are in are rejected, not the file.
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
-        reader = csv.DictReader(handle)
-        try:
-            header = reader.fieldnames or []
-        except csv.Error as exc:
-            raise BackfillFileError(f"the CSV header line is unreadable ({exc})") from None
-        if not header:
-            raise BackfillFileError("the file is empty: a CSV export starts with a header line")
-        missing = [c for c in ("contactId",) if c not in header]
-        if not tenant and "tenantId" not in header:
-            missing.append("tenantId (or pass --tenant)")
-        if missing:
-            raise BackfillFileError(f"the CSV header lacks the column(s) {', '.join(missing)}")
-        result.ignored_columns = [c for c in header if c not in COLUMNS and c not in TIME_COLUMNS]
-        records = iter(reader)
-        while True:
-            line = reader.line_num + 1
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): this row only
-                yield Row(line, {"_invalid": f"unreadable CSV ({exc})"})
-                continue
-            values: dict[str, Any] = {}
-            try:
-                if None in record:  # more fields than the header names
-                    raise _RowInvalid(f"{len(header) + len(record[None])} fields, the header names {len(header)}")
-                for column in (*COLUMNS, *TIME_COLUMNS):
-                    raw = record.get(column)
-                    if raw is None or raw.strip() == "":
-                        continue
-                    if byte := _undecodable(raw):
-                        raise _RowInvalid(f"{column}: {_not_utf8(byte)}")
-                    values[column] = _csv_bool(column, raw) if column in OPT_IN_FIELDS else raw.strip()
-            except _RowInvalid as exc:
-                values = {"_invalid": str(exc)}
-            yield Row(line, values)
-
-
-def read_jsonl(path: Path, result: BackfillResult) -> Generator[Row, None, None]:
-    ignored: set[str] = set()
-    with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            if byte := _undecodable(text):
-                yield Row(line, {"_invalid": _not_utf8(byte)})
-                continue
-            try:
-                values = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield Row(line, {"_invalid": f"not JSON ({exc.msg} at column {exc.colno})"})
-                continue
-            if not isinstance(values, dict):
-                yield Row(line, {"_invalid": f"a line must hold a JSON object, got {type(values).__name__}"})
-                continue
-            for key in values:
-                if key not in COLUMNS and key not in TIME_COLUMNS and len(ignored) < 50:
-                    ignored.add(key)
-            yield Row(line, values)
-    result.ignored_columns = sorted(ignored)
-
-
-@dataclass(frozen=True)
-class ValidRow:
-    payload: ContactCreated
-    occurred_at: datetime
-    source_key: str
-
-
-def _format_errors(exc: ValidationError) -> str:
-    # Locations and messages only, never the input: rows hold personal data.
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False)[:10]:
-        location = ".".join(str(p) for p in error["loc"]) or "row"
-        parts.append(f"{location}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def canonical_row(payload: ContactCreated) -> str:
-    data = payload.model_dump(mode="json", exclude_none=True)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def validate_row(row: Row, *, tenant: str | None, default_occurred_at: datetime) -> ValidRow:
-    values = dict(row.values)
-    if "_invalid" in values:
-        raise _RowInvalid(values["_invalid"])
-    if tenant:
-        values["tenantId"] = tenant
-    stamp = None
-    for column in TIME_COLUMNS:
-        raw = values.pop(column, None)
-        if stamp is None and raw not in (None, ""):
-            try:
-                stamp = parse_timestamp(raw)
-            except ValueError as exc:
-                raise _RowInvalid(f"{column}: {exc}") from None
-    values = {k: v for k, v in values.items() if k in COLUMNS}
-    try:
-        payload = ContactCreated.model_validate(values)
-    except ValidationError as exc:
-        raise _RowInvalid(_format_errors(exc)) from None
-    source_key = payload.eventId or "backfill:" + hashlib.sha256(canonical_row(payload).encode()).hexdigest()
-    return ValidRow(payload=payload, occurred_at=stamp or default_occurred_at, source_key=source_key)
-
-
 @dataclass
 class Item:
     """One row of a chunk, planned: `disposition` is "rejected", "new", "unchanged" or "row" (through
     contact_statement_apply)."""
 
     line: int
-    valid: ValidRow | None
+    statement: ContactStatement | None
     reason: str = ""
     disposition: str = ""
 
@@ -306,38 +108,10 @@ class Tally:
         self.rejections.append(RowRejection(line, reason[:MAX_REASON_CHARS]))
 
 
-def _validated(row: Row, *, tenant: str | None, default_occurred_at: datetime) -> Item:
-    try:
-        return Item(row.line, validate_row(row, tenant=tenant, default_occurred_at=default_occurred_at))
-    except _RowInvalid as exc:
-        logger.info("backfill_row_rejected line=%d kind=invalid", row.line)
-        return Item(row.line, None, reason=str(exc), disposition="rejected")
-
-
 def plan_row_by_row(items: list[Item]) -> list[Step]:
     for item in items:
         item.disposition = item.disposition or "row"
     return [Step("row" if item.disposition == "row" else "bulk", [item]) for item in items]
-
-
-def _apply_row(valid: ValidRow) -> str:
-    p = valid.payload
-    result = contact_statement_apply(
-        ContactStatement(
-            kind=ContactEventKind.CREATED,
-            tenant_external_id=p.tenantId,
-            contact_id=p.contactId,
-            email=p.email,
-            phone=p.phoneNumber,
-            first_name=p.firstName,
-            last_name=p.lastName,
-            opt_ins=p.consent_statements(),
-            occurred_at=valid.occurred_at,
-            source_key=valid.source_key,
-            source_event_id=None,
-        )
-    )
-    return _outcome_name(result)
 
 
 def _outcome_name(result: Any) -> str:
@@ -349,10 +123,10 @@ def _outcome_name(result: Any) -> str:
 
 
 def _row_step_apply(item: Item, tally: Tally) -> None:
-    assert item.valid is not None
+    assert item.statement is not None
     try:
         with transaction.atomic():  # a savepoint: a refused row leaves nothing behind
-            outcome = _apply_row(item.valid)
+            outcome = _outcome_name(contact_statement_apply(item.statement))
     except ApplicationError as exc:
         tally.reject(item.line, exc.message)
         logger.info("backfill_row_rejected line=%d kind=refused", item.line)
@@ -366,10 +140,10 @@ def _row_step_apply(item: Item, tally: Tally) -> None:
 
 
 def _bulk_step_apply(items: list[Item], tally: Tally) -> None:
-    # In the body: backfill_bulk imports this module's row types (Item, Step, ValidRow), a real cycle.
+    # In the body: backfill_bulk imports this module's row types (Item, Step), a real cycle.
     from crm.services.backfill_bulk import new_contacts_write
 
-    new = [item.valid for item in items if item.disposition == "new" and item.valid is not None]
+    new = [item.statement for item in items if item.disposition == "new" and item.statement is not None]
     if new:
         new_contacts_write(new)
         tally.counts["created"] += len(new)
@@ -448,19 +222,6 @@ def _chunk_apply(items: list[Item], run: _Run) -> None:
         remaining = remaining[applied:]
 
 
-def _chunks(rows: Iterator[Row], size: int, after_line: int) -> Iterator[list[Row]]:
-    chunk: list[Row] = []
-    for row in rows:
-        if row.line <= after_line:
-            continue
-        chunk.append(row)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -500,33 +261,48 @@ class _DryRunRollback(Exception):
     pass
 
 
-def contacts_backfill(
+class RowSource(Protocol):
+    """A file of contact statements, read and validated by the side that owns its format."""
+
+    @property
+    def path(self) -> Path:
+        """The file: its checksum keys the checkpoint."""
+        ...
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant given for every row (`--tenant`), also part of the checkpoint's key."""
+        ...
+
+    def check(self) -> None:
+        """Raise BackfillFileError if the file is refused whole; called before anything is written."""
+
+    def chunks(self, *, after_line: int, chunk_rows: int, result: BackfillResult) -> Iterator[list[Item]]:
+        """The rows after `after_line` as items (a statement, or a rejection with its reason), `chunk_rows`
+        at a time, read lazily; sets `result.ignored_columns` once the file is read."""
+        ...
+
+
+def backfill_apply(
+    source: RowSource,
     *,
-    path: Path,
-    fmt: str | None = None,
-    tenant: str | None = None,
-    as_of: datetime | None = None,
     dry_run: bool = False,
     row_by_row: bool = False,
     chunk_rows: int | None = None,
     resume: bool = False,
     on_progress: Callable[[BackfillResult], None] | None = None,
 ) -> BackfillResult:
-    """Import the file (module doc). Each chunk commits with the checkpoint; `resume` starts after the
-    checkpoint's last line. A dry run is one transaction, rolled back at the end, so it reports exactly
-    what a real run would change (and writes no checkpoint)."""
-    # In the body: backfill_bulk and backfill_pipeline import this module's row types and readers.
+    """Apply the file's statements (module doc). Each chunk commits with the checkpoint; `resume` starts
+    after the checkpoint's last line. A dry run is one transaction, rolled back at the end, so it reports
+    exactly what a real run would change (and writes no checkpoint)."""
+    # In the body: backfill_bulk and backfill_pipeline import this module's row types.
     from crm.services.backfill_bulk import plan_bulk
-    from crm.services.backfill_pipeline import Reading, validated_chunks
+    from crm.services.backfill_pipeline import validated_chunks
 
-    fmt = detect_format(path, fmt)
     started = time.monotonic()
     result = BackfillResult(dry_run=dry_run)
-    default_occurred_at = as_of or datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
-    reader = read_csv(path, result, tenant=tenant) if fmt == "csv" else read_jsonl(path, result)
-    first = next(reader, None)  # reads the CSV header: a file refused whole fails here, before any write
-    rows = itertools.chain([] if first is None else [first], reader)
-    checkpoint = None if dry_run else checkpoint_open(path=path, tenant=tenant, resume=resume)
+    source.check()
+    checkpoint = None if dry_run else checkpoint_open(path=source.path, tenant=source.tenant, resume=resume)
     result.resumed_after_line = checkpoint.last_line if checkpoint is not None and resume else 0
     size = chunk_rows or (ROW_BY_ROW_CHUNK_ROWS if row_by_row else CHUNK_ROWS)
     run = _Run(
@@ -545,14 +321,9 @@ def contacts_backfill(
 
     def run_all() -> None:
         if row_by_row:  # the reference path stays in one process
-            apply_all(
-                [_validated(row, tenant=tenant, default_occurred_at=default_occurred_at) for row in chunk]
-                for chunk in _chunks(rows, size, result.resumed_after_line)
-            )
+            apply_all(source.chunks(after_line=result.resumed_after_line, chunk_rows=size, result=result))
             return
-        reader.close()  # the worker process reads the file itself
-        reading = Reading(path, fmt, tenant, default_occurred_at, size, result.resumed_after_line)
-        with validated_chunks(reading, result) as chunks:
+        with validated_chunks(source, size, result) as chunks:  # read and validated in a second process
             apply_all(chunks)
 
     if dry_run:
@@ -570,7 +341,7 @@ def contacts_backfill(
     result.seconds = time.monotonic() - started
     logger.info(
         "backfill_done file=%s rows=%d dry_run=%s bulk=%s seconds=%.1f %s",
-        path.name,
+        source.path.name,
         result.rows,
         dry_run,
         not row_by_row,

@@ -28,14 +28,14 @@ from django.db import connection, models
 from django.utils import timezone
 
 from crm.models import ConsentSource, Profile, Segment
-from crm.services.backfill import Item, Step, ValidRow
+from crm.services.backfill import Item, Step
 from crm.services.consent import consent_tiebreak
 from crm.services.contact_points import address_kind
-from crm.services.contacts import MESSAGING_LAWFUL_BASIS
+from crm.services.contacts import MESSAGING_LAWFUL_BASIS, ContactStatement
 from crm.services.profiles import _event_may_set, stamp
 from crm.services.segments import segment_members_add, segment_members_queryset
 
-IDENTITY_FIELDS = (("email", "email"), ("phone", "phoneNumber"), ("first_name", "firstName"), ("last_name", "lastName"))
+IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 
 
 def _cursor() -> psycopg.Cursor:
@@ -89,14 +89,14 @@ _MATCHES_SQL = {
 }
 
 
-def _lookups(rows: list[ValidRow]) -> _Lookups:
+def _lookups(rows: list[ContactStatement]) -> _Lookups:
     with _cursor() as cursor:
         cursor.execute(
             "SELECT external_id, id FROM crm_tenant WHERE external_id = ANY(%s)",
-            [sorted({r.payload.tenantId for r in rows})],
+            [sorted({r.tenant_external_id for r in rows})],
         )
         tenants: dict[str, int] = dict(cursor.fetchall())
-        cursor.execute(_LINKS_SQL, [[r.payload.contactId for r in rows]])
+        cursor.execute(_LINKS_SQL, [[r.contact_id for r in rows]])
         links = {
             contact: _Linked(
                 tenant_id,
@@ -108,60 +108,59 @@ def _lookups(rows: list[ValidRow]) -> _Lookups:
             for contact, tenant_id, profile_id, is_stub, email, phone, first, last, sources in cursor.fetchall()
         }
         found = {}
-        for column, attribute in (("email", "email"), ("phone", "phoneNumber")):
+        for column in ("email", "phone"):
             pairs = {
-                (tenants[r.payload.tenantId], getattr(r.payload, attribute))
+                (tenants[r.tenant_external_id], getattr(r, column))
                 for r in rows
-                if r.payload.tenantId in tenants and getattr(r.payload, attribute)
+                if r.tenant_external_id in tenants and getattr(r, column)
             }
             cursor.execute(_MATCHES_SQL[column], [sorted({t for t, _ in pairs}), sorted({v for _, v in pairs})])
             found[column] = {(t, value): ids for t, value, ids in cursor.fetchall() if (t, value) in pairs}
     return _Lookups(tenants, links, found["email"], found["phone"])
 
 
-def _keys(row: ValidRow, lookups: _Lookups) -> set[str]:
+def _keys(row: ContactStatement, lookups: _Lookups) -> set[str]:
     """Everything that makes two rows of a chunk about the same person (or the same profile)."""
-    p = row.payload
-    keys = {f"contact:{p.contactId}"}
-    tenant_id = lookups.tenants.get(p.tenantId)
+    keys = {f"contact:{row.contact_id}"}
+    tenant_id = lookups.tenants.get(row.tenant_external_id)
     for name, value, matches in (
-        ("email", p.email, lookups.by_email),
-        ("phone", p.phoneNumber, lookups.by_phone),
+        ("email", row.email, lookups.by_email),
+        ("phone", row.phone, lookups.by_phone),
     ):
         if value:
-            keys.add(f"{name}:{p.tenantId}:{value}")
+            keys.add(f"{name}:{row.tenant_external_id}:{value}")
             if tenant_id is not None:  # a tenant the CRM does not have yet has no profiles
                 keys.update(f"profile:{pk}" for pk in matches.get((tenant_id, value), ()))
-    link = lookups.links.get(p.contactId)
+    link = lookups.links.get(row.contact_id)
     if link is not None:
         keys.add(f"profile:{link.profile_id}")
     return keys
 
 
-def _statement_address(row: ValidRow, channel: str) -> tuple[str, bool]:
+def _statement_address(row: ContactStatement, channel: str) -> tuple[str, bool]:
     """(address, stated) as consent.consent_statement_record decides it for a new contact: the address
     the row states, else none known yet (the contact has no earlier address history)."""
     kind = address_kind(channel)
     if kind is None:
         return "", True
-    address = row.payload.email if kind == "email" else row.payload.phoneNumber
+    address = row.email if kind == "email" else row.phone
     return (address, True) if address else ("", False)
 
 
-def _statements(row: ValidRow) -> list[tuple[str, bool, str]]:
+def _statements(row: ContactStatement) -> list[tuple[str, bool, str]]:
     """The row's consent statements as contact_statement_apply records them: (channel, opted in, tiebreak)."""
     tiebreak = consent_tiebreak(
         source=ConsentSource.MESSAGING_EVENT, source_key=row.source_key, occurred_at=row.occurred_at
     )
-    return [(channel, opted_in, tiebreak) for channel, opted_in in sorted(row.payload.consent_statements().items())]
+    return [(channel, opted_in, tiebreak) for channel, opted_in in sorted(row.opt_ins.items())]
 
 
-def _fields_unchanged(row: ValidRow, link: _Linked) -> bool:
+def _fields_unchanged(row: ContactStatement, link: _Linked) -> bool:
     """contact_statement_apply would neither write a field nor note a difference
     (profiles.profile_fields_apply_event)."""
     at = stamp(row.occurred_at)
-    for field, attribute in IDENTITY_FIELDS:
-        new = getattr(row.payload, attribute)
+    for field in IDENTITY_FIELDS:
+        new = getattr(row, field)
         if not new:
             continue
         stored = link.fields[field]
@@ -185,7 +184,7 @@ def _existing(table: str, columns: tuple[str, ...], types: tuple[str, ...], want
         return set(cursor.fetchall())
 
 
-def _known_statements(candidates: list[tuple[int, ValidRow]]) -> set[tuple]:
+def _known_statements(candidates: list[tuple[int, ContactStatement]]) -> set[tuple]:
     return _existing(
         "crm_consentchange",
         ("profile_id", "channel", "tiebreak"),
@@ -194,20 +193,16 @@ def _known_statements(candidates: list[tuple[int, ValidRow]]) -> set[tuple]:
     )
 
 
-def _row_addresses(row: ValidRow) -> list[tuple[str, str]]:
+def _row_addresses(row: ContactStatement) -> list[tuple[str, str]]:
     """The (kind, address) pairs contact_statement_apply keeps in ContactAddress for this row."""
-    return [
-        (kind, address)
-        for kind, address in (("email", row.payload.email), ("phone", row.payload.phoneNumber))
-        if address
-    ]
+    return [(kind, address) for kind, address in (("email", row.email), ("phone", row.phone)) if address]
 
 
-def _stated_addresses(row: ValidRow) -> list[tuple[str, str, str]]:
-    return [(row.payload.contactId, kind, row.source_key[:300]) for kind, _ in _row_addresses(row)]
+def _stated_addresses(row: ContactStatement) -> list[tuple[str, str, str]]:
+    return [(row.contact_id, kind, row.source_key[:300]) for kind, _ in _row_addresses(row)]
 
 
-def _known_addresses(rows: list[ValidRow]) -> set[tuple]:
+def _known_addresses(rows: list[ContactStatement]) -> set[tuple]:
     return _existing(
         "crm_contactaddress",
         ("contact_id", "kind", "source_key"),
@@ -218,18 +213,17 @@ def _known_addresses(rows: list[ValidRow]) -> set[tuple]:
 
 def plan_bulk(items: list[Item]) -> list[Step]:
     """Give each item its disposition (module doc) and group them into steps in file order."""
-    valid = [(item, item.valid) for item in items if item.valid is not None]
+    valid = [(item, item.statement) for item in items if item.statement is not None]
     lookups = _lookups([row for _, row in valid])
     keys = {id(item): _keys(row, lookups) for item, row in valid}
     seen = Counter(key for item_keys in keys.values() for key in item_keys)
-    maybe_unchanged: list[tuple[Item, ValidRow]] = []
+    maybe_unchanged: list[tuple[Item, ContactStatement]] = []
     for item, row in valid:
-        p = row.payload
-        link = lookups.links.get(p.contactId)
+        link = lookups.links.get(row.contact_id)
         if any(seen[key] > 1 for key in keys[id(item)]):
             item.disposition = "row"
         elif link is not None:
-            usable = link.tenant_id == lookups.tenants.get(p.tenantId) and not link.is_stub
+            usable = link.tenant_id == lookups.tenants.get(row.tenant_external_id) and not link.is_stub
             if usable and _fields_unchanged(row, link):
                 maybe_unchanged.append((item, row))
             item.disposition = "row"
@@ -237,10 +231,10 @@ def plan_bulk(items: list[Item]) -> list[Step]:
             item.disposition = "row"  # an existing profile to link by email or phone
         else:
             item.disposition = "new"
-    known = _known_statements([(lookups.links[row.payload.contactId].profile_id, row) for _, row in maybe_unchanged])
+    known = _known_statements([(lookups.links[row.contact_id].profile_id, row) for _, row in maybe_unchanged])
     known_addresses = _known_addresses([row for _, row in maybe_unchanged])
     for item, row in maybe_unchanged:
-        pk = lookups.links[row.payload.contactId].profile_id
+        pk = lookups.links[row.contact_id].profile_id
         if all((pk, channel, tiebreak) in known for channel, _, tiebreak in _statements(row)) and all(
             key in known_addresses for key in _stated_addresses(row)
         ):
@@ -312,14 +306,13 @@ def _column_defaults() -> dict[str, object]:
     return defaults
 
 
-def _profile_values(row: ValidRow, *, pk: int, tenant_id: int, defaults: dict) -> dict[str, object]:
-    p = row.payload
+def _profile_values(row: ContactStatement, *, pk: int, tenant_id: int, defaults: dict) -> dict[str, object]:
     source = {"by": "event", "at": stamp(row.occurred_at), "event": row.source_key}
-    values = {field: getattr(p, attribute) or "" for field, attribute in IDENTITY_FIELDS}
+    values = {field: getattr(row, field) or "" for field in IDENTITY_FIELDS}
     return {
         **defaults,
         **values,
-        **{f"{channel}_opt_in": opted_in for channel, opted_in in p.consent_statements().items()},
+        **{f"{channel}_opt_in": opted_in for channel, opted_in in row.opt_ins.items()},
         "id": pk,
         "tenant_id": tenant_id,
         "is_stub": False,
@@ -341,11 +334,11 @@ def _segments_join(by_tenant: dict[int, list[int]]) -> None:
         segment_members_add(segment=segment, members=members)
 
 
-def new_contacts_write(rows: list[ValidRow]) -> None:
+def new_contacts_write(rows: list[ContactStatement]) -> None:
     """What contact_statement_apply does for each row planned "new" (module doc), in a few statements: the
     profiles and links by COPY (ids taken from the sequence first, in file order), the consent ledger,
     state and activities in one statement, then segment membership."""
-    tenants = _tenants_ensure(sorted({r.payload.tenantId for r in rows}))
+    tenants = _tenants_ensure(sorted({r.tenant_external_id for r in rows}))
     now = timezone.now()
     defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
     with _cursor() as cursor:
@@ -353,7 +346,7 @@ def new_contacts_write(rows: list[ValidRow]) -> None:
             "SELECT nextval(pg_get_serial_sequence('crm_profile', 'id')) FROM generate_series(1, %s)", [len(rows)]
         )
         ids = [pk for (pk,) in cursor.fetchall()]
-        tenant_ids = [tenants[r.payload.tenantId] for r in rows]
+        tenant_ids = [tenants[r.tenant_external_id] for r in rows]
         profiles = [
             _profile_values(r, pk=pk, tenant_id=t, defaults=defaults)
             for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
@@ -364,20 +357,20 @@ def new_contacts_write(rows: list[ValidRow]) -> None:
             cursor,
             "crm_contactlink",
             ["tenant_id", "profile_id", "messaging_contact_id", "created_at"],
-            [(t, pk, r.payload.contactId, now) for r, pk, t in zip(rows, ids, tenant_ids, strict=True)],
+            [(t, pk, r.contact_id, now) for r, pk, t in zip(rows, ids, tenant_ids, strict=True)],
         )
         _copy(
             cursor,
             "crm_contactaddress",
             ["tenant_id", "contact_id", "kind", "address", "occurred_at", "source_key"],
             [
-                (t, r.payload.contactId, kind, address, r.occurred_at, r.source_key[:300])
+                (t, r.contact_id, kind, address, r.occurred_at, r.source_key[:300])
                 for r, t in zip(rows, tenant_ids, strict=True)
                 for kind, address in _row_addresses(r)
             ],
         )
         statements = [
-            (t, pk, channel, opted_in, r.occurred_at, tiebreak, *_statement_address(r, channel), r.payload.contactId)
+            (t, pk, channel, opted_in, r.occurred_at, tiebreak, *_statement_address(r, channel), r.contact_id)
             for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
             for channel, opted_in, tiebreak in _statements(r)
         ]

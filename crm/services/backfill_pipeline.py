@@ -6,7 +6,7 @@ n+1 while the parent plans and writes chunk n, whose time is mostly PostgreSQL's
 
 - Memory stays bounded: the parent asks for each chunk as it starts writing the previous one, so at
   most two chunks are alive (the one being written, the one being validated).
-- Effect: the worker runs the same `_chunks` and `_validated` as the in-process path; the parent
+- Effect: the worker runs the same `RowSource.chunks` as the in-process path; the parent
   applies and commits chunks in file order with their checkpoints, as before. Rejected rows keep
   their line numbers (they are read in the worker).
 - The worker is forked: it starts at once, with the parent's settings and modules. It never touches
@@ -27,24 +27,13 @@ import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from django.db import connections
 
-from crm.services.backfill import (
-    BackfillFileError,
-    BackfillResult,
-    Item,
-    _chunks,
-    _validated,
-    read_csv,
-    read_jsonl,
-)
+from crm.services.backfill import BackfillFileError, BackfillResult, Item, RowSource
 
 _NEXT, _STOP = "next", "stop"
 _STOP_WAIT_S = 5.0
@@ -52,18 +41,6 @@ _STOP_WAIT_S = 5.0
 
 class ValidationProcessError(Exception):
     """The process validating the rows failed or died; the chunks committed so far are kept."""
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What the worker needs to read and validate the file (picklable, passed at the fork)."""
-
-    path: Path
-    fmt: str
-    tenant: str | None
-    default_occurred_at: datetime
-    chunk_rows: int
-    after_line: int
 
 
 def _let_go_of_the_parents_files(parent_end: Connection) -> None:
@@ -78,26 +55,18 @@ def _let_go_of_the_parents_files(parent_end: Connection) -> None:
                 os.close(database.connection.fileno())
 
 
-def _work(pipe: Connection, parent_end: Connection, reading: Reading) -> None:
+def _work(pipe: Connection, parent_end: Connection, source: RowSource, chunk_rows: int, after_line: int) -> None:
     """The worker: one chunk per request, then ("done", ignored columns); or ("error", exception)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _let_go_of_the_parents_files(parent_end)
     try:
         result = BackfillResult()
-        if reading.fmt == "csv":
-            rows = read_csv(reading.path, result, tenant=reading.tenant)
-        else:
-            rows = read_jsonl(reading.path, result)
-        chunks = _chunks(rows, reading.chunk_rows, reading.after_line)
+        chunks = source.chunks(after_line=after_line, chunk_rows=chunk_rows, result=result)
         while pipe.recv() == _NEXT:
-            chunk = next(chunks, None)
-            if chunk is None:
+            items = next(chunks, None)
+            if items is None:
                 pipe.send(("done", result.ignored_columns))
                 return
-            items = [
-                _validated(row, tenant=reading.tenant, default_occurred_at=reading.default_occurred_at) for row in chunk
-            ]
-            del chunk
             pipe.send(("chunk", items))
             del items  # not held while waiting for the next request
     except (EOFError, BrokenPipeError):
@@ -129,12 +98,18 @@ def _stop(pipe: Connection, process: BaseProcess) -> None:
 
 
 @contextmanager
-def validated_chunks(reading: Reading, result: BackfillResult) -> Iterator[Iterator[list[Item]]]:
-    """The file's chunks after `reading.after_line`, validated one ahead in a worker process (module
-    doc). Sets `result.ignored_columns` once the file is read to the end."""
+def validated_chunks(source: RowSource, chunk_rows: int, result: BackfillResult) -> Iterator[Iterator[list[Item]]]:
+    """The file's chunks after `result.resumed_after_line`, validated one ahead in a worker process (module
+    doc). Sets `result.ignored_columns` once the file is read to the end. The source reaches the worker
+    through the fork, not pickled."""
     context = multiprocessing.get_context("fork")
     pipe, worker_pipe = context.Pipe()
-    process = context.Process(target=_work, args=(worker_pipe, pipe, reading), name="backfill-validation", daemon=True)
+    process = context.Process(
+        target=_work,
+        args=(worker_pipe, pipe, source, chunk_rows, result.resumed_after_line),
+        name="backfill-validation",
+        daemon=True,
+    )
     process.start()
     worker_pipe.close()
 

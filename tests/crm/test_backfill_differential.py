@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from crm.models import Segment
-from crm.services.backfill import BackfillResult, contacts_backfill
+from crm.services.backfill import BackfillResult
 from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
 from crm.services.tenants import tenant_get_or_create
+from messaging_events.contact_export import contacts_backfill
 from tests.crm.backfill_snapshot import crm_flush, crm_snapshot
 
 TENANTS = ("diff-a", "diff-b")

@@ -11,9 +11,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from crm.models import BackfillCheckpoint, Profile
-from crm.services import backfill
-from crm.services.backfill import BackfillResult, contacts_backfill, file_sha256
+from crm.services.backfill import BackfillResult, file_sha256
 from crm.services.backfill_pipeline import ValidationProcessError
+from messaging_events import contact_export
+from messaging_events.contact_export import contacts_backfill
 from tests.ops.contact_files import write_jsonl
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 def _on_line(line: int, act):
     """validate_row, except that `act()` runs when it reaches `line` (in the worker process)."""
-    validate_row = backfill.validate_row
+    validate_row = contact_export.validate_row
 
     def patched(row, **options):
         if row.line == line:
@@ -49,13 +50,13 @@ def test_the_worker_validates_at_most_one_chunk_ahead(tmp_path: Path, monkeypatc
         with validated.get_lock():
             validated.value += 1
 
-    validate_row = backfill.validate_row
+    validate_row = contact_export.validate_row
 
     def counting(row, **options):
         count()
         return validate_row(row, **options)
 
-    monkeypatch.setattr(backfill, "validate_row", counting)
+    monkeypatch.setattr(contact_export, "validate_row", counting)
     seen: list[tuple[int, int]] = []
 
     def on_progress(result: BackfillResult) -> None:
@@ -75,7 +76,7 @@ def test_a_validation_crash_stops_the_command_after_the_committed_chunks(
     def crash() -> None:
         raise RuntimeError("the schema broke")
 
-    monkeypatch.setattr(backfill, "validate_row", _on_line(120, crash))
+    monkeypatch.setattr(contact_export, "validate_row", _on_line(120, crash))
     with pytest.raises(
         CommandError,
         match=r"^validating the rows failed: RuntimeError: the schema broke; the chunks committed so far"
@@ -94,7 +95,7 @@ def test_a_validation_crash_stops_the_command_after_the_committed_chunks(
 def test_a_killed_worker_is_reported_with_its_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "contacts.jsonl"
     write_jsonl(path, 200, bad_every=0)
-    monkeypatch.setattr(backfill, "validate_row", _on_line(160, lambda: os.kill(os.getpid(), signal.SIGKILL)))
+    monkeypatch.setattr(contact_export, "validate_row", _on_line(160, lambda: os.kill(os.getpid(), signal.SIGKILL)))
     with pytest.raises(ValidationProcessError, match=r"stopped without a word \(exit code -9\)"):
         contacts_backfill(path=path, chunk_rows=50)
     assert Profile.objects.count() == 150

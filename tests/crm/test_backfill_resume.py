@@ -9,7 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from crm.models import BackfillCheckpoint, Profile
-from crm.services.backfill import BackfillResult, contacts_backfill, file_sha256
+from crm.services.backfill import BackfillResult, file_sha256
+from messaging_events.contact_export import contacts_backfill
 from tests.crm.backfill_snapshot import crm_flush, crm_snapshot
 from tests.ops.contact_files import write_jsonl
 
@@ -89,7 +90,7 @@ def test_command_resume_summary_and_options(tmp_path: Path) -> None:
 def test_ctrl_c_ends_the_command_with_one_line_pointing_at_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crm.management.commands import backfill_contacts
+    from messaging_events.management.commands import backfill_contacts
 
     def interrupted(**options) -> None:
         raise KeyboardInterrupt

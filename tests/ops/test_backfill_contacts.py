@@ -14,9 +14,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from crm.models import ConsentChange, ContactLink, MarketingConsent, Profile, Tenant
-from crm.services.backfill import BackfillResult, read_csv, validate_row
-from crm.services.backfill import _RowInvalid as RowInvalid  # the one error a bad row may raise
+from crm.services.backfill import BackfillResult
 from crm.services.contacts import ContactEventKind, ContactStatement, contact_statement_apply
+from messaging_events.contact_export import RowInvalid, read_csv, validate_row  # RowInvalid: a bad row's one error
 from tests.ops.contact_files import write_csv, write_jsonl
 from tests.processes import ROOT, Processes, manage_command
 

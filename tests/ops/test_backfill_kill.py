@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from crm.models import BackfillCheckpoint, Profile, Tenant
-from crm.services.backfill import contacts_backfill
+from messaging_events.contact_export import contacts_backfill
 from tests.crm.backfill_snapshot import crm_flush, crm_snapshot
 from tests.ops.contact_files import row, write_jsonl
 from tests.processes import Processes, manage_command, wait_until

@@ -1,11 +1,15 @@
+"""backfill_contacts: here, beside the contract, because the export's rows are the contract's
+(messaging_events.contact_export reads them); the CRM applies them (crm.services.backfill)."""
+
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from crm.services.backfill import BackfillFileError, BackfillResult, contacts_backfill, count_rows, detect_format
+from crm.services.backfill import BackfillFileError, BackfillResult
 from crm.services.backfill_pipeline import ValidationProcessError
+from messaging_events.contact_export import contacts_backfill, count_rows, detect_format
 from messaging_events.contract.fields import check_timestamp_range
 
 
