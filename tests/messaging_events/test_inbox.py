@@ -76,7 +76,7 @@ def test_redelivered_rejection_stays_one_rejected_row() -> None:
 
 
 def test_one_bad_event_never_fails_its_batch_mates(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(event, row):
+    def broken(event, source_event_id):
         raise RuntimeError("a bug in one handler")
 
     monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_DELETED, broken)
@@ -93,8 +93,8 @@ def flaky_contact_created(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     real = handlers.HANDLERS[EventType.CONTACT_CREATED]
     calls = {"n": 0, "fail_times": 0}
 
-    def flaky(event, row):
-        outcome = real(event, row)  # effects written inside the event's transaction...
+    def flaky(event, source_event_id):
+        outcome = real(event, source_event_id)  # effects written inside the event's transaction...
         calls["n"] += 1
         if calls["n"] <= calls["fail_times"]:
             raise OperationalError("canceling statement due to lock timeout")  # ...then rolled back with it
