@@ -24,7 +24,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -168,7 +168,7 @@ def _statement_context(
     states: dict[str, MarketingConsent] = {}
     if not kinds and not read_states:
         return histories, states
-    params = {
+    params: dict[str, Any] = {
         "contact": contact_id,
         "kinds": sorted(kinds),
         "states": read_states,
@@ -407,7 +407,11 @@ _LEDGER_COLUMNS = (
     ("warning", "text"),
 )
 # The profile's opt-in flag column of each channel.
-_FLAG_COLUMNS = {channel: Profile._meta.get_field(f"{channel}_opt_in").column for channel in Channel.values}
+_FLAG_COLUMNS = {
+    field.name.removesuffix("_opt_in"): field.column
+    for field in Profile._meta.concrete_fields
+    if field.name.endswith("_opt_in") and field.name.removesuffix("_opt_in") in Channel.values
+}
 # One event's statements (`s`, one row per channel) appended to the ledger and, for those to decide
 # (`decide`: the statement is the newest about the address the profile holds) and actually appended
 # (not already recorded), made the state in force: the `MarketingConsent` row (inserted, or the existing

@@ -128,6 +128,27 @@ def test_effects_and_inbox_row_roll_back_together(flaky_contact_created: dict[st
     assert crm_state() == {"profiles": [], "links": [], "activities": 0, "consents": []}
 
 
+def test_a_handler_that_breaks_after_writing_leaves_nothing_but_its_recorded_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No savepoint around the handler: the event's transaction rolls back as a whole and the row is
+    claimed and recorded again, so the delivery and the attempt count once and no effect is left."""
+    real = handlers.HANDLERS[EventType.CONTACT_CREATED]
+
+    def breaks_after_writing(event, source_event_id):
+        real(event, source_event_id)
+        raise RuntimeError("a bug after the writes")
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, breaks_after_writing)
+    later = bridged(contact_job("contact.deleted", contact_payloads(prefix="ok")["contact.deleted"]), job_id="5")
+    assert inbox.process_batch([created(), later]).statuses == {"failed": 1, "ignored": 1}
+    row = InboundEvent.objects.get(event_type="contact.created")
+    assert (row.status, row.deliveries, row.attempts) == ("failed", 1, 1)
+    assert row.error == "internal error: RuntimeError: a bug after the writes"
+    assert row.tenant_id is None  # the tenant its handler created rolled back with the rest
+    assert crm_state() == {"profiles": [], "links": [], "activities": 0, "consents": []}
+
+
 @override_settings(EVENT_TASK_MAX_RETRIES=2, EVENT_TASK_RETRY_BACKOFF_MAX_S=1)
 def test_failure_is_recorded_after_max_retries_and_can_be_replayed(flaky_contact_created: dict[str, int]) -> None:
     flaky_contact_created["fail_times"] = 1_000
