@@ -7,6 +7,7 @@ event's identity, so a redelivery finds its row and changes nothing.
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -197,7 +198,7 @@ class _NotApplied(Exception):
 def _apply(event: Event[Payload], source_event_id: int) -> Outcome:
     """Run the event's handler. A handler that raises leaves effects behind in the event's transaction,
     so every failure that is the event's own is raised as `_NotApplied`: the transaction rolls back as a
-    whole, claim included, and `_record_not_applied` records the outcome in a new one. No savepoint
+    whole, claim included, and `process_job` records the outcome in a new one. No savepoint
     around the handler: that is two round trips per event, for an outcome that is rare."""
     handler = handler_for(event.type)
     try:
@@ -243,48 +244,44 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
     started = time.perf_counter()
     parsed = parse_job(job)
     try:
-        with transaction.atomic():
-            claim = _claim(parsed, count_delivery=not replay, replay=replay)
-            if not _runnable(parsed, claim, replay=replay):
-                return claim.status, None
-            if isinstance(parsed, Rejection):
-                outcome = Outcome(InboundEventStatus.REJECTED, _tenant_of(parsed), parsed.reason)
-            else:
-                outcome = _apply(parsed, claim.row_id)
-            _finish(
-                claim.row_id,
-                status=outcome.status,
-                tenant_id=outcome.tenant_id,
-                error=outcome.note,
-                warnings=warnings_of(parsed),
-            )
+        status, outcome = _claim_and_judge(parsed, replay=replay, judge=lambda row_id: _judge(parsed, row_id))
     except _NotApplied as not_applied:  # rolled back: its effects and its claim alike
-        assert isinstance(parsed, Event)  # only a handler raises it
         if not_applied.database_error is not None and not connection.is_usable():
             raise not_applied.database_error from None
-        status, recorded = _record_not_applied(parsed, not_applied, replay=replay)
-        if recorded is None:
-            return status, None
-        outcome = recorded
+        # Claimed again in a transaction of its own, so the delivery counts once. Another worker may have
+        # finished the row in between: then this is a duplicate, as a moment's later arrival would be.
+        failed_as, note = not_applied.status, not_applied.note
+        status, outcome = _claim_and_judge(
+            parsed, replay=replay, judge=lambda _row_id: Outcome(failed_as, _tenant_of(parsed), note)
+        )
+    if outcome is None:
+        return status, None
     _log_outcome(parsed, outcome, time.perf_counter() - started)
     return outcome.status, outcome
 
 
-def _record_not_applied(event: Event[Payload], not_applied: _NotApplied, *, replay: bool) -> tuple[str, Outcome | None]:
-    """Claim the event again, in a transaction of its own, and record why it was not applied: the same
-    claim, so the delivery counts once. Another worker may have finished the row in between: then this
-    is a duplicate, as it would have been had it arrived a moment later."""
+def _judge(parsed: Event[Payload] | Rejection, row_id: int) -> Outcome:
+    if isinstance(parsed, Rejection):
+        return Outcome(InboundEventStatus.REJECTED, _tenant_of(parsed), parsed.reason)
+    return _apply(parsed, row_id)
+
+
+def _claim_and_judge(
+    parsed: Event[Payload] | Rejection, *, replay: bool, judge: Callable[[int], Outcome]
+) -> tuple[str, Outcome | None]:
+    """In one transaction: claim the event's row and, if it is to be judged now (`_runnable`), record
+    `judge(row_id)`'s outcome on it. Returns the row's status, and the outcome if judged."""
     with transaction.atomic():
-        claim = _claim(event, count_delivery=not replay, replay=replay)
-        if not _runnable(event, claim, replay=replay):
+        claim = _claim(parsed, count_delivery=not replay, replay=replay)
+        if not _runnable(parsed, claim, replay=replay):
             return claim.status, None
-        outcome = Outcome(not_applied.status, _tenant_of(event), not_applied.note)
+        outcome = judge(claim.row_id)
         _finish(
             claim.row_id,
             status=outcome.status,
             tenant_id=outcome.tenant_id,
             error=outcome.note,
-            warnings=warnings_of(event),
+            warnings=warnings_of(parsed),
         )
     return outcome.status, outcome
 

@@ -4,7 +4,7 @@ message events are set-based (docs/performance.md). The counts are exact, so tha
 
 A transactional test, so that the claim's `atomic()` is the outermost transaction as in the worker
 (Django logs its BEGIN and COMMIT as queries). The handler runs without a savepoint of its own: a
-handler that raises rolls the event's transaction back as a whole (`inbox._record_not_applied`)."""
+handler that raises rolls the event's transaction back as a whole (`inbox.process_job`)."""
 
 import pytest
 from django.db import connection
