@@ -40,10 +40,11 @@ def track(task_id: str, queue: str, jobs: list[BridgedJob], *, republished: int 
         # redis-py types a pipelined command's return as the command's reply, not as the pipeline it is.
         pipe.zadd(REGISTER_KEY, {task_id: time.time()}).hset(BATCHES_KEY, task_id, body)  # type: ignore[union-attr]
         pipe.hset(QUEUES_KEY, task_id, queue)
+        first_llen = len(pipe)  # the record's commands come first; the LLEN replies follow
         for key in broker.queue_keys(queue):
             pipe.llen(key)
         replies = pipe.execute()
-    return sum(replies[3:])
+    return sum(replies[first_llen:])
 
 
 def forget(task_id: str | None) -> None:

@@ -24,7 +24,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -47,7 +47,7 @@ from crm.services.contact_points import (
     profile_lock_addresses,
 )
 from crm.services.recordsets import recordset_json
-from crm.services.segments import segment_membership_refresh
+from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh, segment_membership_refresh_ctes
 
 TIEBREAK_MAX = 160
 # At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
@@ -110,21 +110,25 @@ def _activity_data(*, change: ConsentChange) -> dict:
     }
 
 
-def _statement_addresses(
-    *,
-    addresses: dict[str, str | None],
-    contact_id: str,
-    occurred_at: datetime,
-    current: dict[str, str],
-) -> dict[str, tuple[str, bool]]:
-    """(address, stated) of each channel's new statement (module doc); the contact's address histories
-    they need are read in one query."""
-    inferred = {
+def _inferred_kinds(*, addresses: dict[str, str | None], contact_id: str) -> set[str]:
+    """The address kinds whose history the statements need: a channel with an address that states none,
+    from a contact (module doc)."""
+    return {
         kind
         for channel, address in addresses.items()
         if (kind := address_kind(channel)) is not None and not address and contact_id
     }
-    histories = contact_histories(contact_id=contact_id, kinds=inferred) if inferred else {}
+
+
+def _statement_addresses(
+    *,
+    addresses: dict[str, str | None],
+    histories: dict[str, list[tuple[datetime, str, str]]],
+    occurred_at: datetime,
+    current: dict[str, str],
+) -> dict[str, tuple[str, bool]]:
+    """(address, stated) of each channel's new statement (module doc), given the contact's address
+    `histories` of `_inferred_kinds`."""
     result: dict[str, tuple[str, bool]] = {}
     for channel, address in addresses.items():
         kind = address_kind(channel)
@@ -132,11 +136,68 @@ def _statement_addresses(
             result[channel] = ("", True)
         elif address:
             result[channel] = (email_normalise(address) if kind == "email" else phone_normalise(address)), True
-        elif contact_id:
-            result[channel] = address_as_of(histories.get(kind, []), occurred_at), False
+        elif kind in histories:
+            result[channel] = address_as_of(histories[kind], occurred_at), False
         else:
             result[channel] = current[channel], True
     return result
+
+
+_STATE_COLUMNS = [field.column for field in MarketingConsent._meta.concrete_fields]
+_CHANGE_COLUMNS = [field.column for field in ConsentChange._meta.concrete_fields]
+# The contact's address histories of some kinds (as arrays, one row whatever their length) and the
+# profile's states in force of some channels with their deciding statements, in one round trip.
+_CONTEXT_SQL = f"""
+SELECT h.kinds, h.times, h.keys, h.addresses, {", ".join(f"m.{c}" for c in _STATE_COLUMNS)},
+       {", ".join(f"c.{c}" for c in _CHANGE_COLUMNS)}
+FROM (SELECT array_agg(a.kind) AS kinds, array_agg(a.occurred_at) AS times, array_agg(a.source_key) AS keys,
+             array_agg(a.address) AS addresses
+      FROM crm_contactaddress a WHERE a.contact_id = %(contact)s AND a.kind = ANY(%(kinds)s::text[])) h
+LEFT JOIN crm_marketingconsent m ON %(states)s AND m.profile_id = %(profile)s AND m.channel = ANY(%(channels)s::text[])
+LEFT JOIN crm_consentchange c ON c.id = m.deciding_change_id
+"""
+
+
+def _statement_context(
+    *, profile_id: int, channels: list[str], contact_id: str, kinds: set[str], read_states: bool
+) -> tuple[dict[str, list[tuple[datetime, str, str]]], dict[str, MarketingConsent]]:
+    """The contact's address histories of `kinds` (as `contact_points.contact_histories`) and, when
+    `read_states`, the channels' states in force with their deciding statements, in one query (none when
+    neither is needed)."""
+    histories: dict[str, list[tuple[datetime, str, str]]] = {kind: [] for kind in kinds}
+    states: dict[str, MarketingConsent] = {}
+    if not kinds and not read_states:
+        return histories, states
+    params: dict[str, Any] = {
+        "contact": contact_id,
+        "kinds": sorted(kinds),
+        "states": read_states,
+        "profile": profile_id,
+        "channels": channels,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CONTEXT_SQL, params)
+        rows = cursor.fetchall()
+    kinds_found, times, keys, stated = rows[0][:4]
+    for kind, occurred_at, source_key, address in zip(
+        kinds_found or [], times or [], keys or [], stated or [], strict=True
+    ):
+        histories[kind].append((occurred_at, source_key, address))
+    for history in histories.values():
+        history.sort()
+    for row in rows:
+        state_values = row[4 : 4 + len(_STATE_COLUMNS)]
+        if state_values[0] is None:
+            continue  # no state (the one row of the histories)
+        state = MarketingConsent.from_db(connection.alias, _STATE_COLUMNS, state_values)
+        change_values = row[4 + len(_STATE_COLUMNS) :]
+        state.deciding_change = (
+            None
+            if change_values[0] is None
+            else ConsentChange.from_db(connection.alias, _CHANGE_COLUMNS, change_values)
+        )
+        states[state.channel] = state
+    return histories, states
 
 
 def _clock_warning(*, occurred_at: datetime, received_at: datetime | None) -> str:
@@ -242,21 +303,16 @@ def consent_statements_record(
     }
     tiebreak = consent_tiebreak(source=source, source_key=source_key, occurred_at=occurred_at)
     current = current if current is not None else profile_lock_addresses(profile_id=profile.pk)
-    stated = _statement_addresses(
-        addresses={channel: addresses.get(channel) for channel in channels},
+    stated_addresses = {channel: addresses.get(channel) for channel in channels}
+    histories, states = _statement_context(
+        profile_id=profile.pk,
+        channels=channels,
         contact_id=contact_id,
-        occurred_at=occurred_at,
-        current=current,
+        kinds=_inferred_kinds(addresses=stated_addresses, contact_id=contact_id),
+        read_states=not new_profile,  # a profile inserted in this transaction has no consent state yet
     )
-    states = (
-        {}
-        if new_profile
-        else {
-            state.channel: state
-            for state in MarketingConsent.objects.select_related("deciding_change").filter(
-                profile_id=profile.pk, channel__in=channels
-            )
-        }
+    stated = _statement_addresses(
+        addresses=stated_addresses, histories=histories, occurred_at=occurred_at, current=current
     )
     consistent = {
         channel: (state := states.get(channel)) is None
@@ -305,9 +361,9 @@ def consent_statements_record(
             and (deciding is None or consent_order_key(change) > consent_order_key(deciding))
         )
         changes[channel] = change
-    recorded = _ledger_insert(changes=changes, newest=newest)
+    states_in_force = {channel: states.get(channel) for channel in channels if newest[channel]}
+    recorded = _record_and_decide(profile=profile, changes=changes, decide=states_in_force)
     results = {channel: ConsentResult(recorded=False, applied=False, changed=False) for channel in channels}
-    decided: list[ConsentChange] = []
     for channel in channels:
         if channel not in recorded:
             continue
@@ -320,130 +376,121 @@ def consent_statements_record(
             _activities_reconcile(profile=profile, channel=channel)
             results[channel] = ConsentResult(recorded=True, applied=False, changed=False)
         else:
-            decided.append(change)
-    if not decided:
-        return results
-    changed = _states_decide(profile=profile, changes=decided, states=states)
-    for change in decided:
-        results[change.channel] = ConsentResult(recorded=True, applied=True, changed=change.channel in changed)
-    if changed:
-        segment_membership_refresh(profile=profile)
+            changed = _changes_value(change, states_in_force[channel])
+            if changed:
+                setattr(profile, f"{channel}_opt_in", change.opted_in)
+            results[channel] = ConsentResult(recorded=True, applied=True, changed=changed)
     return results
 
 
-def _ledger_insert(*, changes: dict[str, ConsentChange], newest: dict[str, bool]) -> dict[str, int]:
-    """Append the statements (one per channel) in one statement; returns the new rows' ids by channel
-    (a statement already recorded has none)."""
-    columns = (
-        "tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source, source_event_id, actor_id, "
-        "lawful_basis, superseded, tiebreak, address, address_stated, contact_id, received_at, warning"
+def _changes_value(change: ConsentChange, state: MarketingConsent | None) -> bool:
+    """Whether a statement in force changes its channel's value (from no state, always)."""
+    return state is None or state.opted_in != change.opted_in
+
+
+_LEDGER_COLUMNS = (
+    ("tenant_id", "bigint"),
+    ("profile_id", "bigint"),
+    ("channel", "text"),
+    ("opted_in", "boolean"),
+    ("occurred_at", "timestamptz"),
+    ("source", "text"),
+    ("source_event_id", "bigint"),
+    ("actor_id", "bigint"),
+    ("lawful_basis", "text"),
+    ("superseded", "boolean"),
+    ("tiebreak", "text"),
+    ("address", "text"),
+    ("address_stated", "boolean"),
+    ("contact_id", "text"),
+    ("received_at", "timestamptz"),
+    ("warning", "text"),
+)
+# The profile's opt-in flag column of each channel.
+_FLAG_COLUMNS = {
+    field.name.removesuffix("_opt_in"): field.column
+    for field in Profile._meta.concrete_fields
+    if field.name.endswith("_opt_in") and field.name.removesuffix("_opt_in") in Channel.values
+}
+# One event's statements (`s`, one row per channel) appended to the ledger and, for those to decide
+# (`decide`: the statement is the newest about the address the profile holds) and actually appended
+# (not already recorded), made the state in force: the `MarketingConsent` row (inserted, or the existing
+# `state_id` updated), and where the value changes (`changes`) the profile's flag, a consent activity
+# and the profile's segment memberships, judged on the flags as updated. One statement: every CTE sees
+# the snapshot the statement started with, so each reads only the ledger's RETURNING, never the tables
+# another CTE writes, and no row is written twice. The caller holds the profile lock.
+_RECORD_SQL = f"""
+WITH s AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS s(
+        ord int, {", ".join(f"{name} {sql_type}" for name, sql_type in _LEDGER_COLUMNS)},
+        decide boolean, state_id bigint, changes boolean, activity_type text)
+),
+ledger AS (
+    INSERT INTO crm_consentchange ({", ".join(name for name, _ in _LEDGER_COLUMNS)}, recorded_at)
+    SELECT {", ".join(name for name, _ in _LEDGER_COLUMNS)}, now() FROM s ORDER BY ord
+    ON CONFLICT (profile_id, channel, tiebreak) DO NOTHING
+    RETURNING channel, id
+),
+decided AS (SELECT s.*, ledger.id AS change_id FROM s JOIN ledger USING (channel) WHERE s.decide),
+new_states AS (
+    INSERT INTO crm_marketingconsent
+        (tenant_id, profile_id, channel, opted_in, changed_at, source, deciding_change_id, address)
+    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, source, change_id, address
+    FROM decided WHERE state_id IS NULL ORDER BY ord
+),
+states AS (
+    UPDATE crm_marketingconsent m SET
+        opted_in = d.opted_in, changed_at = d.occurred_at, source = d.source, address = d.address,
+        deciding_change_id = d.change_id
+    FROM decided d WHERE m.id = d.state_id
+),
+activities AS (
+    INSERT INTO crm_activity (tenant_id, profile_id, type, occurred_at, data, source_event_id, created_at)
+    SELECT tenant_id, profile_id, activity_type, occurred_at,
+        jsonb_build_object('channel', channel, 'opted_in', opted_in, 'source', source, 'address', address,
+                           'consent_change_id', change_id),
+        source_event_id, now()
+    FROM decided WHERE changes ORDER BY ord
+),
+flagged AS (
+    UPDATE crm_profile p SET {
+    ", ".join(
+        f"{column} = COALESCE((SELECT opted_in FROM decided WHERE changes AND channel = '{channel}'), p.{column})"
+        for channel, column in _FLAG_COLUMNS.items()
     )
-    params: list = []
-    for channel, c in changes.items():
-        params += [
-            c.tenant_id,
-            c.profile_id,
-            channel,
-            c.opted_in,
-            c.occurred_at,
-            c.source,
-            c.source_event_id,
-            c.actor_id,
-            c.lawful_basis,
-            not newest[channel],
-            c.tiebreak,
-            c.address,
-            c.address_stated,
-            c.contact_id,
-            c.received_at,
-            c.warning,
-        ]
-    rows = ", ".join("(%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)" for _ in changes)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO crm_consentchange ({columns}) VALUES {rows} "
-            "ON CONFLICT (profile_id, channel, tiebreak) DO NOTHING RETURNING channel, id",
-            params,
-        )
-        return dict(cursor.fetchall())
-
-
-def _states_decide(*, profile: Profile, changes: list[ConsentChange], states: dict[str, MarketingConsent]) -> set[str]:
-    """Make each change its channel's state in force (`MarketingConsent`, the profile flag, a consent
-    activity where the value changed). Returns the channels whose value changed."""
-    new_states: list[MarketingConsent] = []
-    updated: list[MarketingConsent] = []
-    changed: set[str] = set()
-    for change in changes:
-        state = states.get(change.channel)
-        values = {
-            "opted_in": change.opted_in,
-            "changed_at": change.occurred_at,
-            "source": change.source,
-            "address": change.address,
-            "deciding_change_id": change.pk,
-        }
-        if state is None:
-            new_states.append(
-                MarketingConsent(tenant_id=profile.tenant_id, profile_id=profile.pk, channel=change.channel, **values)
-            )
-        else:
-            if state.opted_in != change.opted_in:
-                changed.add(change.channel)
-            for name, value in values.items():
-                setattr(state, name, value)
-            updated.append(state)
-    changed |= {state.channel for state in new_states}  # from no state: a change
-    if new_states:
-        MarketingConsent.objects.bulk_create(new_states)
-    flags = {f"{change.channel}_opt_in": change.opted_in for change in changes if change.channel in changed}
-    _states_and_flags_write(profile_id=profile.pk, states=updated, flags=flags)
-    for name, value in flags.items():
-        setattr(profile, name, value)
-    if changed:
-        _activities_create(profile=profile, changes=[change for change in changes if change.channel in changed])
-    return changed
-
-
-_FLAG_COLUMNS = {field.name: field.column for field in Profile._meta.concrete_fields if field.name.endswith("_opt_in")}
-_STATES_UPDATE_SQL = """
-UPDATE crm_marketingconsent m SET
-    opted_in = v.opted_in, changed_at = v.changed_at, source = v.source, address = v.address,
-    deciding_change_id = v.deciding_change_id
-FROM jsonb_to_recordset(%s::jsonb)
-    AS v(id bigint, opted_in boolean, changed_at timestamptz, source text, address text, deciding_change_id bigint)
-WHERE m.id = v.id
+}
+    WHERE p.id = %(profile)s AND EXISTS (SELECT 1 FROM decided WHERE changes)
+    RETURNING {", ".join(f"p.{column}" for column in SEGMENT_RULE_COLUMNS)}
+),
+{segment_membership_refresh_ctes("flagged")}
+SELECT channel, id FROM ledger
 """
 
 
-def _states_and_flags_write(*, profile_id: int, states: list[MarketingConsent], flags: dict[str, bool]) -> None:
-    """The updated states in force and the profile's opt-in flags, in one statement (a consent event's
-    hot path: `bulk_update`'s CASE expressions cost more to build than the round trip)."""
-    if not states and not flags:
-        return
-    columns = [_FLAG_COLUMNS[name] for name in flags]  # only the flags' own columns reach the SQL
-    flags_sql = f"UPDATE crm_profile SET {', '.join(f'{column} = %s' for column in columns)} WHERE id = %s"
-    rows = [
-        {
-            "id": state.pk,
-            "opted_in": state.opted_in,
-            "changed_at": state.changed_at,
-            "source": state.source,
-            "address": state.address,
-            "deciding_change_id": state.deciding_change_id,
-        }
-        for state in states
-    ]
+def _record_and_decide(
+    *, profile: Profile, changes: dict[str, ConsentChange], decide: dict[str, MarketingConsent | None]
+) -> dict[str, int]:
+    """Append the statements (one per channel) and decide those in `decide` (channel: its state in force
+    before, or None), in one statement (`_RECORD_SQL`); returns the new ledger rows' ids by channel (a
+    statement already recorded has none, and decides nothing)."""
+    rows = []
+    for ord, (channel, change) in enumerate(changes.items()):
+        state = decide.get(channel)
+        row = {name: getattr(change, name) for name, _ in _LEDGER_COLUMNS}
+        rows.append(
+            row
+            | {
+                "ord": ord,
+                "superseded": channel not in decide,
+                "decide": channel in decide,
+                "state_id": state.pk if state is not None else None,
+                "changes": channel in decide and _changes_value(change, state),
+                "activity_type": _activity_type(change.opted_in),
+            }
+        )
     with connection.cursor() as cursor:
-        if states and flags:  # a data-modifying WITH runs to completion whatever the main statement reads
-            cursor.execute(
-                f"WITH states AS ({_STATES_UPDATE_SQL}) {flags_sql}",
-                [recordset_json(rows), *flags.values(), profile_id],
-            )
-        elif states:
-            cursor.execute(_STATES_UPDATE_SQL, [recordset_json(rows)])
-        else:
-            cursor.execute(flags_sql, [*flags.values(), profile_id])
+        cursor.execute(_RECORD_SQL, {"rows": recordset_json(rows), "profile": profile.pk})
+        return dict(cursor.fetchall())
 
 
 def _activities_create(*, profile: Profile, changes: list[ConsentChange]) -> None:

@@ -102,28 +102,22 @@ class ContactStatement:
 
 
 def _consent_apply(
-    *,
-    profile: Profile,
-    contact_id: str,
-    addresses: dict[str, str],
-    opt_ins: dict[str, bool],
-    occurred_at: datetime,
-    source_key: str,
-    source_event_id: int | None,
-    new_profile: bool,
+    statement: ContactStatement, *, profile: Profile, addresses: dict[str, str], new_profile: bool
 ) -> bool:
-    """The event's opt-in flags, in one pass over the channels. The caller holds the profile lock and a
+    """The statement's opt-in flags, in one pass over the channels. The caller holds the profile lock and a
     fresh profile, so its addresses are not read again."""
     results = consent_statements_record(
         profile=profile,
-        opt_ins=opt_ins,
-        addresses={channel: addresses[kind] if (kind := address_kind(channel)) else None for channel in opt_ins},
-        occurred_at=occurred_at,
+        opt_ins=statement.opt_ins,
+        addresses={
+            channel: addresses[kind] if (kind := address_kind(channel)) else None for channel in statement.opt_ins
+        },
+        occurred_at=statement.occurred_at,
         source=ConsentSource.MESSAGING_EVENT,
-        source_key=source_key,
-        source_event_id=source_event_id,
+        source_key=statement.source_key,
+        source_event_id=statement.source_event_id,
         lawful_basis=MESSAGING_LAWFUL_BASIS,
-        contact_id=contact_id,
+        contact_id=statement.contact_id,
         current=profile_addresses(email=profile.email, phone=profile.phone),
         new_profile=new_profile,
     )
@@ -137,21 +131,19 @@ def contact_statement_apply(statement: ContactStatement) -> ContactImportResult:
     fields where still empty; its opt-ins are reported, not decided) and `contactPreference.updated`
     (the opt-ins present, last-writer-wins). A contact the CRM does not know becomes a profile when
     the statement creates it, a stub otherwise."""
-    kind, tenant_external_id, contact_id = statement.kind, statement.tenant_external_id, statement.contact_id
-    first_name, last_name = statement.first_name, statement.last_name
-    opt_ins, reported_opt_ins = statement.opt_ins, statement.reported_opt_ins
-    occurred_at, source_key, source_event_id = statement.occurred_at, statement.source_key, statement.source_event_id
     email = email_normalise(statement.email)
     phone = phone_normalise(statement.phone)
-    creating = kind is ContactEventKind.CREATED
-    values = {"email": email, "phone": phone, "first_name": first_name, "last_name": last_name}
+    creating = statement.kind is ContactEventKind.CREATED
+    values = {"email": email, "phone": phone, "first_name": statement.first_name, "last_name": statement.last_name}
 
     def fill(new: Profile) -> None:
-        profile_fields_fill_new(profile=new, values=values, occurred_at=occurred_at, source_key=source_key)
+        profile_fields_fill_new(
+            profile=new, values=values, occurred_at=statement.occurred_at, source_key=statement.source_key
+        )
 
     tenant, profile, how, resolution = contact_resolve_or_create(
-        tenant_external_id=tenant_external_id,
-        contact_id=contact_id,
+        tenant_external_id=statement.tenant_external_id,
+        contact_id=statement.contact_id,
         email=email,
         phone=phone,
         stub=not creating,
@@ -166,9 +158,9 @@ def contact_statement_apply(statement: ContactStatement) -> ContactImportResult:
             profile = profile_merge(
                 source=profile,
                 target=resolution.match,
-                occurred_at=occurred_at,
-                source_event_id=source_event_id,
-                reason=f"contact {contact_id} resolved to this profile by {by}",
+                occurred_at=statement.occurred_at,
+                source_event_id=statement.source_event_id,
+                reason=f"contact {statement.contact_id} resolved to this profile by {by}",
             )
             outcome = ContactImportOutcome.LINKED
         else:
@@ -181,19 +173,26 @@ def contact_statement_apply(statement: ContactStatement) -> ContactImportResult:
     addresses = {"email": email, "phone": phone}
     held_before = (profile.email, profile.phone)
     contact_points_grew = contact_addresses_record(
-        tenant_id=tenant.pk, contact_id=contact_id, addresses=addresses, occurred_at=occurred_at, source_key=source_key
+        tenant_id=tenant.pk,
+        contact_id=statement.contact_id,
+        addresses=addresses,
+        occurred_at=statement.occurred_at,
+        source_key=statement.source_key,
     )
     extra_data = {"identity_conflict": resolution.conflict} if resolution.conflict else {}
     observation = None
     reports_changed = False
-    if reported_opt_ins:
+    if statement.reported_opt_ins:
         reports_changed = consent_reports_record(
-            profile=profile, reported=reported_opt_ins, occurred_at=occurred_at, source_key=source_key
+            profile=profile,
+            reported=statement.reported_opt_ins,
+            occurred_at=statement.occurred_at,
+            source_key=statement.source_key,
         )
-        observation = {"consent_reported": dict(sorted(reported_opt_ins.items()))}
+        observation = {"consent_reported": dict(sorted(statement.reported_opt_ins.items()))}
         disagreements = {
             channel: {"reported": value, "crm": profile.opt_in(channel)}
-            for channel, value in sorted(reported_opt_ins.items())
+            for channel, value in sorted(statement.reported_opt_ins.items())
             if profile.opt_in(channel) != value
         }
         if disagreements:
@@ -201,9 +200,9 @@ def contact_statement_apply(statement: ContactStatement) -> ContactImportResult:
     fields_written = new_profile or profile_fields_apply_event(
         profile=profile,
         values=values,
-        occurred_at=occurred_at,
-        source_key=source_key,
-        source_event_id=source_event_id,
+        occurred_at=statement.occurred_at,
+        source_key=statement.source_key,
+        source_event_id=statement.source_event_id,
         announce=True,
         extra_data=extra_data or None,
         observation=observation,
@@ -211,19 +210,10 @@ def contact_statement_apply(statement: ContactStatement) -> ContactImportResult:
     if not new_profile:  # a new profile has no consent statements yet
         consent_follow_addresses(
             profile=profile,
-            contact_id=contact_id if contact_points_grew else "",
+            contact_id=statement.contact_id if contact_points_grew else "",
             profile_address_changed=(profile.email, profile.phone) != held_before,
         )
-    consent_recorded = _consent_apply(
-        profile=profile,
-        contact_id=contact_id,
-        addresses=addresses,
-        opt_ins=opt_ins,
-        occurred_at=occurred_at,
-        source_key=source_key,
-        source_event_id=source_event_id,
-        new_profile=new_profile,
-    )
+    consent_recorded = _consent_apply(statement, profile=profile, addresses=addresses, new_profile=new_profile)
     if outcome is None:
         changed = fields_written or consent_recorded or reports_changed
         outcome = ContactImportOutcome.UPDATED if changed else ContactImportOutcome.UNCHANGED

@@ -8,82 +8,57 @@ profile's consent, verification or score changes, and rebuilt for a whole segmen
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
-from crm.models import Profile, Segment, SegmentMembership
+from crm.models import Channel, Profile, Segment, SegmentMembership
 
-_RULE_FIELDS = (
+# What a profile's memberships depend on: its id, tenant and these rule fields.
+SEGMENT_RULE_COLUMNS = (
+    "id",
     "tenant_id",
-    "email_opt_in",
-    "sms_opt_in",
-    "push_opt_in",
-    "whatsapp_opt_in",
+    *(f"{channel}_opt_in" for channel in Channel.values),
     "engagement_score",
     "email_verified",
 )
+# Profile `p` meets segment `s`'s rules (module doc): the channel's flag is true, not unknown.
+_QUALIFIES_SQL = f"""(s.required_consent_channel = ''
+        OR (CASE s.required_consent_channel {" ".join(f"WHEN '{c}' THEN p.{c}_opt_in" for c in Channel.values)} END)
+           IS TRUE)
+    AND (s.min_engagement_score IS NULL OR COALESCE(p.engagement_score, 0) >= s.min_engagement_score)
+    AND (NOT s.require_verified_email OR p.email_verified IS TRUE)"""
 
 
-def segment_qualifies(*, segment: Segment, values: dict) -> bool:
-    """Whether a profile (its rule fields, as in `_RULE_FIELDS`) meets the segment's rules."""
-    channel = segment.required_consent_channel
-    if channel and values.get(f"{channel}_opt_in") is not True:
-        return False
-    if segment.min_engagement_score is not None and (values.get("engagement_score") or 0.0) < (
-        segment.min_engagement_score
-    ):
-        return False
-    return not (segment.require_verified_email and values.get("email_verified") is not True)
+def segment_membership_refresh_ctes(profiles: str) -> str:
+    """Two data-modifying CTEs (`segments_left`, `segments_joined`) that make the memberships of the rows
+    of the relation `profiles` (`SEGMENT_RULE_COLUMNS`, as they are to be judged: an `UPDATE … RETURNING`
+    gives the updated values) exactly the segments of their tenant whose rules they meet. They read the
+    memberships as the statement's snapshot has them: neither sees the other's rows, and the sets are
+    disjoint. An existing membership is never inserted again (its id and `added_at` stay)."""
+    return f"""segments_left AS (
+    DELETE FROM crm_segmentmembership m USING {profiles} p
+    WHERE m.profile_id = p.id AND NOT EXISTS (
+        SELECT 1 FROM crm_segment s WHERE s.id = m.segment_id AND s.tenant_id = p.tenant_id AND {_QUALIFIES_SQL})
+),
+segments_joined AS (
+    INSERT INTO crm_segmentmembership (tenant_id, segment_id, profile_id, added_at)
+    SELECT p.tenant_id, s.id, p.id, now() FROM {profiles} p JOIN crm_segment s ON s.tenant_id = p.tenant_id
+    WHERE {_QUALIFIES_SQL}
+        AND NOT EXISTS (SELECT 1 FROM crm_segmentmembership m WHERE m.segment_id = s.id AND m.profile_id = p.id)
+    ORDER BY p.id, s.id
+    ON CONFLICT (segment_id, profile_id) DO NOTHING
+)"""
 
 
-# The profile's rule fields, with each segment of its tenant and each segment it is a member of
-# (normally the same segments), in one round trip; no row when the profile does not exist.
 _REFRESH_SQL = f"""
-SELECT {", ".join(f"p.{name}" for name in _RULE_FIELDS)}, x.segment_id, x.in_tenant, x.member,
-       x.required_consent_channel, x.min_engagement_score, x.require_verified_email
-FROM crm_profile p LEFT JOIN (
-    SELECT COALESCE(s.id, m.segment_id) AS segment_id, s.id IS NOT NULL AS in_tenant,
-           m.segment_id IS NOT NULL AS member,
-           s.required_consent_channel, s.min_engagement_score, s.require_verified_email
-    FROM (SELECT * FROM crm_segment WHERE tenant_id = %(tenant)s) s
-    FULL JOIN (SELECT segment_id FROM crm_segmentmembership WHERE profile_id = %(profile)s) m
-        ON m.segment_id = s.id
-) x ON true
-WHERE p.id = %(profile)s
+WITH refreshed AS (SELECT {", ".join(SEGMENT_RULE_COLUMNS)} FROM crm_profile WHERE id = %s),
+{segment_membership_refresh_ctes("refreshed")}
+SELECT 1
 """
 
 
-@transaction.atomic(savepoint=False)
 def segment_membership_refresh(*, profile: Profile) -> None:
-    """Recompute the segments one profile belongs to, from its current row (not the passed object)."""
+    """Recompute the segments one profile belongs to, from its current row (not the passed object), in
+    one statement."""
     with connection.cursor() as cursor:
-        cursor.execute(_REFRESH_SQL, {"tenant": profile.tenant_id, "profile": profile.pk})
-        rows = cursor.fetchall()
-    if not rows:
-        return
-    values = dict(zip(_RULE_FIELDS, rows[0][: len(_RULE_FIELDS)], strict=True))
-    current: set[int] = set()
-    wanted: set[int] = set()
-    for segment_id, in_tenant, member, channel, min_score, verified in (row[len(_RULE_FIELDS) :] for row in rows):
-        if segment_id is None:
-            continue  # the tenant has no segments and the profile is in none
-        if member:
-            current.add(segment_id)
-        segment = Segment(
-            pk=segment_id,
-            required_consent_channel=channel,
-            min_engagement_score=min_score,
-            require_verified_email=verified,
-        )
-        if in_tenant and segment_qualifies(segment=segment, values=values):
-            wanted.add(segment_id)
-    if current - wanted:
-        SegmentMembership.objects.filter(profile_id=profile.pk, segment_id__in=current - wanted).delete()
-    if wanted - current:
-        SegmentMembership.objects.bulk_create(
-            [
-                SegmentMembership(tenant_id=values["tenant_id"], segment_id=segment_id, profile_id=profile.pk)
-                for segment_id in sorted(wanted - current)
-            ],
-            ignore_conflicts=True,
-        )
+        cursor.execute(_REFRESH_SQL, [profile.pk])
 
 
 def segment_members_queryset(*, segment: Segment) -> QuerySet[Profile]:

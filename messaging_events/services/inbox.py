@@ -7,6 +7,7 @@ event's identity, so a redelivery finds its row and changes nothing.
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -185,37 +186,53 @@ def _tenant_of(parsed: Event[Payload] | Rejection) -> int | None:
     return None
 
 
-def _apply(event: Event[Payload], row_id: int) -> Outcome:
+class _NotApplied(Exception):
+    """A handler that raised: the event is recorded with this status and note, without its effects.
+    `database_error`: the database refused something, so the connection must still be usable."""
+
+    def __init__(self, status: InboundEventStatus, note: str, database_error: DatabaseError | None = None) -> None:
+        super().__init__(note)
+        self.status, self.note, self.database_error = status, note, database_error
+
+
+def _apply(event: Event[Payload], source_event_id: int) -> Outcome:
+    """Run the event's handler. A handler that raises leaves effects behind in the event's transaction,
+    so every failure that is the event's own is raised as `_NotApplied`: the transaction rolls back as a
+    whole, claim included, and `process_job` records the outcome in a new one. No savepoint
+    around the handler: that is two round trips per event, for an outcome that is rare."""
     handler = handler_for(event.type)
     try:
-        with transaction.atomic():  # a savepoint: a rejected or broken event leaves no effect behind
-            return handler(event, row_id)
+        return handler(event, source_event_id)
     except ApplicationError as exc:
-        return Outcome(InboundEventStatus.REJECTED, _tenant_of(event), exc.message)
+        raise _NotApplied(InboundEventStatus.REJECTED, exc.message) from exc
     except (*TRANSIENT_ERRORS, SoftTimeLimitExceeded):  # the batch hands this event to a retry
         raise
     except DataError as exc:  # a value the database refuses: the event's content, so a rejection
-        if connection.needs_rollback or not connection.is_usable():
-            raise
-        return Outcome(
-            InboundEventStatus.REJECTED,
-            _tenant_of(event),
-            f"the database refused a value: {exc}",
-        )
+        raise _NotApplied(InboundEventStatus.REJECTED, f"the database refused a value: {exc}", exc) from exc
     except DatabaseError as exc:
-        if connection.needs_rollback or not connection.is_usable():
-            raise
         logger.exception("event_failed key=%s type=%s", event.idempotency_key, event.type)
-        return Outcome(InboundEventStatus.FAILED, _tenant_of(event), f"database error: {exc}")
+        raise _NotApplied(InboundEventStatus.FAILED, f"database error: {exc}", exc) from exc
     except Exception as exc:  # a bug must not poison the batch; the event stays replayable as failed
         # Reported before the log line: Sentry's logging integration would send the same exception untagged.
         error_tracking.report(exc, event_type=event.type.value, key=event.idempotency_key)
         logger.exception("event_failed key=%s type=%s", event.idempotency_key, event.type)
-        return Outcome(
-            InboundEventStatus.FAILED,
-            _tenant_of(event),
-            f"internal error: {type(exc).__name__}: {exc}",
+        raise _NotApplied(InboundEventStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}") from exc
+
+
+def _runnable(parsed: Event[Payload] | Rejection, claim: Claim, *, replay: bool) -> bool:
+    """Whether the claimed event is judged now: a new or unfinished row (a rejected one too, on replay),
+    never a conflicting delivery (logged here) and never a duplicate of a final row (counted here)."""
+    if claim.other_content:
+        logger.warning(
+            "event_conflict key=%s type=%s job=%s", parsed.idempotency_key, _type_of(parsed), parsed.job.job_id
         )
+        return False
+    if claim.inserted or claim.status not in FINAL_STATUSES:
+        return True
+    if replay and claim.status == InboundEventStatus.REJECTED:
+        return True
+    metrics.record_event(_type_of(parsed), "duplicate")
+    return False
 
 
 def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome | None]:
@@ -226,32 +243,46 @@ def process_job(job: BridgedJob, *, replay: bool = False) -> tuple[str, Outcome 
     """
     started = time.perf_counter()
     parsed = parse_job(job)
+    try:
+        status, outcome = _claim_and_judge(parsed, replay=replay, judge=lambda row_id: _judge(parsed, row_id))
+    except _NotApplied as not_applied:  # rolled back: its effects and its claim alike
+        if not_applied.database_error is not None and not connection.is_usable():
+            raise not_applied.database_error from None
+        # Claimed again in a transaction of its own, so the delivery counts once. Another worker may have
+        # finished the row in between: then this is a duplicate, as a moment's later arrival would be.
+        failed_as, note = not_applied.status, not_applied.note
+        status, outcome = _claim_and_judge(
+            parsed, replay=replay, judge=lambda _row_id: Outcome(failed_as, _tenant_of(parsed), note)
+        )
+    if outcome is None:
+        return status, None
+    _log_outcome(parsed, outcome, time.perf_counter() - started)
+    return outcome.status, outcome
+
+
+def _judge(parsed: Event[Payload] | Rejection, row_id: int) -> Outcome:
+    if isinstance(parsed, Rejection):
+        return Outcome(InboundEventStatus.REJECTED, _tenant_of(parsed), parsed.reason)
+    return _apply(parsed, row_id)
+
+
+def _claim_and_judge(
+    parsed: Event[Payload] | Rejection, *, replay: bool, judge: Callable[[int], Outcome]
+) -> tuple[str, Outcome | None]:
+    """In one transaction: claim the event's row and, if it is to be judged now (`_runnable`), record
+    `judge(row_id)`'s outcome on it. Returns the row's status, and the outcome if judged."""
     with transaction.atomic():
         claim = _claim(parsed, count_delivery=not replay, replay=replay)
-        row_id, status = claim.row_id, claim.status
-        rerunnable = claim.inserted or status not in FINAL_STATUSES
-        if replay and status == InboundEventStatus.REJECTED:
-            rerunnable = True
-        if claim.other_content:
-            logger.warning(
-                "event_conflict key=%s type=%s job=%s", parsed.idempotency_key, _type_of(parsed), parsed.job.job_id
-            )
-            return status, None
-        if not rerunnable:
-            metrics.record_event(_type_of(parsed), "duplicate")
-            return status, None
-        if isinstance(parsed, Rejection):
-            outcome = Outcome(InboundEventStatus.REJECTED, _tenant_of(parsed), parsed.reason)
-        else:
-            outcome = _apply(parsed, row_id)
+        if not _runnable(parsed, claim, replay=replay):
+            return claim.status, None
+        outcome = judge(claim.row_id)
         _finish(
-            row_id,
+            claim.row_id,
             status=outcome.status,
             tenant_id=outcome.tenant_id,
             error=outcome.note,
             warnings=warnings_of(parsed),
         )
-    _log_outcome(parsed, outcome, time.perf_counter() - started)
     return outcome.status, outcome
 
 

@@ -57,10 +57,10 @@ def test_the_same_event_delivered_twice_at_the_same_moment_runs_once(monkeypatch
     real = handlers.HANDLERS[EventType.EMAIL_OPENED]
     runs: list[str] = []
 
-    def slow_open(event, row):
+    def slow_open(event, source_event_id):
         runs.append(event.idempotency_key)
         time.sleep(0.3)  # hold the claimed row's lock while the other delivery arrives
-        return real(event, row)
+        return real(event, source_event_id)
 
     monkeypatch.setitem(handlers.HANDLERS, EventType.EMAIL_OPENED, slow_open)
     job = email_opened_job(contact_id="c-dup", message_id="m-dup", event_id="open-dup")

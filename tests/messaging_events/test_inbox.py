@@ -76,7 +76,7 @@ def test_redelivered_rejection_stays_one_rejected_row() -> None:
 
 
 def test_one_bad_event_never_fails_its_batch_mates(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(event, row):
+    def broken(event, source_event_id):
         raise RuntimeError("a bug in one handler")
 
     monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_DELETED, broken)
@@ -93,8 +93,8 @@ def flaky_contact_created(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     real = handlers.HANDLERS[EventType.CONTACT_CREATED]
     calls = {"n": 0, "fail_times": 0}
 
-    def flaky(event, row):
-        outcome = real(event, row)  # effects written inside the event's transaction...
+    def flaky(event, source_event_id):
+        outcome = real(event, source_event_id)  # effects written inside the event's transaction...
         calls["n"] += 1
         if calls["n"] <= calls["fail_times"]:
             raise OperationalError("canceling statement due to lock timeout")  # ...then rolled back with it
@@ -125,6 +125,27 @@ def test_effects_and_inbox_row_roll_back_together(flaky_contact_created: dict[st
     assert [job for job, _ in result.transient] == jobs
     assert "OperationalError: canceling statement due to lock timeout" in result.transient[0][1]
     assert InboundEvent.objects.count() == 0
+    assert crm_state() == {"profiles": [], "links": [], "activities": 0, "consents": []}
+
+
+def test_a_handler_that_breaks_after_writing_leaves_nothing_but_its_recorded_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No savepoint around the handler: the event's transaction rolls back as a whole and the row is
+    claimed and recorded again, so the delivery and the attempt count once and no effect is left."""
+    real = handlers.HANDLERS[EventType.CONTACT_CREATED]
+
+    def breaks_after_writing(event, source_event_id):
+        real(event, source_event_id)
+        raise RuntimeError("a bug after the writes")
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, breaks_after_writing)
+    later = bridged(contact_job("contact.deleted", contact_payloads(prefix="ok")["contact.deleted"]), job_id="5")
+    assert inbox.process_batch([created(), later]).statuses == {"failed": 1, "ignored": 1}
+    row = InboundEvent.objects.get(event_type="contact.created")
+    assert (row.status, row.deliveries, row.attempts) == ("failed", 1, 1)
+    assert row.error == "internal error: RuntimeError: a bug after the writes"
+    assert row.tenant_id is None  # the tenant its handler created rolled back with the rest
     assert crm_state() == {"profiles": [], "links": [], "activities": 0, "consents": []}
 
 

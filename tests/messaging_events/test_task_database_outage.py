@@ -29,11 +29,11 @@ def test_events_hitting_an_outage_after_a_linking_event_are_retried_not_lost(mon
     real = handlers.HANDLERS[EventType.CONTACT_CREATED]
     down = {"handler": 1, "unpark": 1}
 
-    def outage_for_second_contact(event, row):
+    def outage_for_second_contact(event, source_event_id):
         if event.contact_id == "c-late" and down["handler"]:
             down["handler"] -= 1
             raise OperationalError("terminating connection due to administrator command")
-        return real(event, row)
+        return real(event, source_event_id)
 
     class InboxWhileDown:  # `InboundEvent` as `parking` sees it: still down when the unpark is scheduled
         class objects:

@@ -55,7 +55,7 @@ def test_content_postgres_cannot_store_is_recorded_not_raised() -> None:
 
 
 def test_a_value_the_database_refuses_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(event, inbox_id):
+    def refuse(event, source_event_id):
         raise DataError("value too long for type character varying(32)")
 
     monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, refuse)

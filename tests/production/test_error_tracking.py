@@ -59,7 +59,7 @@ def assert_no_personal_data(transport: CapturingTransport) -> None:
 def test_a_handler_bug_is_reported_with_type_and_key_and_no_personal_data(
     sentry: CapturingTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken_handler(event, row_id):
+    def broken_handler(event, source_event_id):
         email, phone = event.payload.email, event.payload.phoneNumber  # locals a report could carry
         raise ValueError(f"cannot file {email} / {phone} for {event.contact_id}")
 

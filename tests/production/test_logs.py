@@ -60,7 +60,7 @@ def test_an_applied_event_logs_queryable_fields(rendered: dict[str, io.StringIO]
 def test_a_handler_bug_quoting_personal_data_reaches_no_log(
     rendered: dict[str, io.StringIO], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken_handler(event, row_id):
+    def broken_handler(event, source_event_id):
         raise ValueError(f"cannot file {event.payload.email} / {event.payload.phoneNumber}")
 
     monkeypatch.setattr(inbox, "handler_for", lambda event_type: broken_handler)
