@@ -6,7 +6,11 @@ import logging
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError, DataError
 
+from messaging_events import handlers
+from messaging_events.contract.routing import EventType
 from messaging_events.models import InboundEvent
 from messaging_events.services import inbox
 from tests.factories import at, contact_created_job, make_job
@@ -97,7 +101,9 @@ def test_a_batch_counts_each_status_and_collects_the_linked_contacts() -> None:
     assert result.transient == []
 
 
-def test_a_job_whose_content_breaks_the_inbox_is_recorded_as_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_whose_content_breaks_the_inbox_is_recorded_as_unreadable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     real_claim = inbox._claim
     calls = []
 
@@ -109,16 +115,18 @@ def test_a_job_whose_content_breaks_the_inbox_is_recorded_as_unreadable(monkeypa
 
     monkeypatch.setattr(inbox, "_claim", claim)
     job = make_job("contact.created", {"payload": {"eventId": "e1"}}, timestamp=at(0), job_id="boom")
-    result = inbox.process_batch([job])
+    result = inbox.process_batch([{**job, "attemptsMade": 2}])
     assert result.statuses == {"rejected": 1}
     row = _row()
-    assert (row.status, row.bullmq_job_id, row.job_name, row.job_timestamp) == (
+    assert (row.status, row.bullmq_job_id, row.job_name, row.job_timestamp, row.job_attempts) == (
         "rejected",
         "boom",
         "contact.created",
         at(0),
+        2,
     )
     assert "ValueError: a value beyond the contract" in row.error
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == ["event_unprocessable job=boom"]
 
 
 def _log(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
@@ -153,3 +161,71 @@ def test_a_rejected_event_logs_its_reason_without_personal_data_at_warning(caplo
     assert (record.levelno, record.getMessage(), record.status) == (logging.WARNING, "event_rejected", "rejected")
     assert record.reason.startswith("unknown event type")
     assert "john@example.com" not in record.reason
+
+
+def _lines(caplog: pytest.LogCaptureFixture, prefix: str) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith(prefix)]
+
+
+def _handler_raising(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    def broken(event: Any, row_id: int) -> None:
+        raise error
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, broken)
+
+
+def test_a_handler_bug_is_failed_reported_with_its_ids_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox.process_job(contact_created_job(contact_id="c0", event_id="e0", timestamp=at(0)))  # the tenant exists
+    reported: list[tuple[BaseException, dict[str, Any]]] = []
+    monkeypatch.setattr(inbox.error_tracking, "report", lambda exc, **tags: reported.append((exc, tags)))
+    bug = RuntimeError("a bug in one handler")
+    _handler_raising(monkeypatch, bug)
+    status, outcome = inbox.process_job(contact_created_job(contact_id="c1", event_id="e1", timestamp=at(1)))
+    assert status == "failed" and outcome is not None
+    assert reported == [(bug, {"event_type": "contact.created", "key": "e1"})]
+    row = InboundEvent.objects.get(idempotency_key="e1")
+    assert (row.status, row.error, row.attempts) == ("failed", "internal error: RuntimeError: a bug in one handler", 1)
+    assert row.tenant_id == InboundEvent.objects.get(idempotency_key="e0").tenant_id
+    assert _lines(caplog, "event_failed key") == [(logging.ERROR, "event_failed key=e1 type=contact.created")]
+
+
+def test_a_database_error_fails_the_event_and_a_refused_value_rejects_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _handler_raising(monkeypatch, DatabaseError("relation is broken"))
+    assert inbox.process_job(contact_created_job(contact_id="c1", event_id="e1", timestamp=at(0)))[0] == "failed"
+    assert InboundEvent.objects.get(idempotency_key="e1").error == "database error: relation is broken"
+    assert _lines(caplog, "event_failed key") == [(logging.ERROR, "event_failed key=e1 type=contact.created")]
+
+    _handler_raising(monkeypatch, DataError("value too long"))
+    assert inbox.process_job(contact_created_job(contact_id="c2", event_id="e2", timestamp=at(0)))[0] == "rejected"
+    row = InboundEvent.objects.get(idempotency_key="e2")
+    assert (row.status, row.error) == ("rejected", "the database refused a value: value too long")
+
+
+def test_a_conflicting_copy_is_logged_with_its_ids(caplog: pytest.LogCaptureFixture) -> None:
+    inbox.process_job(contact_created_job(event_id="e1", email="a@example.com", timestamp=at(0)))
+    other = {**contact_created_job(event_id="e1", email="b@example.com", timestamp=at(0)), "id": "j2"}
+    assert inbox.process_job(other) == ("applied", None)
+    assert _lines(caplog, "event_conflict") == [(logging.WARNING, "event_conflict key=e1 type=contact.created job=j2")]
+
+
+def test_the_soft_time_limit_hands_back_the_event_and_every_one_not_reached(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = handlers.HANDLERS[EventType.CONTACT_CREATED]
+
+    def slow(event: Any, row_id: int) -> Any:
+        if event.idempotency_key == "e2":
+            raise SoftTimeLimitExceeded()
+        return real(event, row_id)
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, slow)
+    jobs = [contact_created_job(contact_id=f"c{n}", event_id=f"e{n}", timestamp=at(n)) for n in (1, 2, 3)]
+    result = inbox.process_batch(jobs)
+    assert result.statuses == {"applied": 1}
+    assert result.transient == [(jobs[1], inbox.TIME_LIMIT_ERROR), (jobs[2], inbox.TIME_LIMIT_ERROR)]
+    assert list(InboundEvent.objects.values_list("idempotency_key", flat=True)) == ["e1"]
+    assert _lines(caplog, "batch_soft_time_limit") == [(logging.WARNING, "batch_soft_time_limit unfinished=2")]
