@@ -229,3 +229,14 @@ def test_the_soft_time_limit_hands_back_the_event_and_every_one_not_reached(
     assert result.transient == [(jobs[1], inbox.TIME_LIMIT_ERROR), (jobs[2], inbox.TIME_LIMIT_ERROR)]
     assert list(InboundEvent.objects.values_list("idempotency_key", flat=True)) == ["e1"]
     assert _lines(caplog, "batch_soft_time_limit") == [(logging.WARNING, "batch_soft_time_limit unfinished=2")]
+
+
+def test_a_failing_copy_with_other_content_opens_a_conflict_and_keeps_the_rows_content() -> None:
+    inbox.process_job(contact_created_job(event_id="e1", email="a@example.com", timestamp=at(0)))
+    applied = _row()
+    other = contact_created_job(event_id="e1", email="b@example.com", timestamp=at(0))
+    inbox.record_failure(other, "OperationalError: the database went away")
+    row = _row()
+    assert (row.status, row.error, row.content_hash) == ("applied", "created", applied.content_hash)
+    assert (row.conflict, row.conflict_data) == ("open", other["data"])
+    assert row.conflict_hash not in ("", applied.content_hash)
