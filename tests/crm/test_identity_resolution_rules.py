@@ -157,6 +157,8 @@ def test_resolve_or_create_says_how_it_found_the_profile() -> None:
     )
     assert (how, Profile.objects.get(pk=new.pk).is_stub) == (identity.Resolved.CREATED, False)
     assert Profile.objects.count() == 3
+    # Each call took the identity lock, named by the tenant, until the transaction ends.
+    assert _held_elsewhere("email:t1:a@example.com") and _held_elsewhere("phone:t1:+27821234567")
 
 
 def _held_elsewhere(name: str) -> bool:
