@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError, DataError
+from django.db import DatabaseError, DataError, OperationalError
+from prometheus_client import REGISTRY
 
 from messaging_events import handlers
 from messaging_events.contract.routing import EventType
@@ -53,6 +54,7 @@ def test_attempts_and_applied_at_follow_the_outcome() -> None:
     inbox.record_failure(contact_created_job(event_id="e1", timestamp=at(0)), "late")
     again = InboundEvent.objects.get(idempotency_key="e1")
     assert (again.status, again.error, again.applied_at) == ("applied", "created", applied.applied_at)
+    assert again.deliveries == 1  # a failure record is not a delivery
 
 
 def test_a_rejection_naming_no_tenant_is_seen_by_its_contacts_tenant() -> None:
@@ -240,3 +242,25 @@ def test_a_failing_copy_with_other_content_opens_a_conflict_and_keeps_the_rows_c
     assert (row.status, row.error, row.content_hash) == ("applied", "created", applied.content_hash)
     assert (row.conflict, row.conflict_data) == ("open", other["data"])
     assert row.conflict_hash not in ("", applied.content_hash)
+
+
+def _transient_count() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "crm_events_processed_total", {"event_type": "contact.created", "outcome": "transient"}
+        )
+        or 0.0
+    )
+
+
+def test_a_transient_error_is_handed_back_counted_and_logged_with_the_job_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _handler_raising(monkeypatch, OperationalError("the database went away"))
+    job = contact_created_job(event_id="e1", timestamp=at(0))
+    before = _transient_count()
+    result = inbox.process_batch([job])
+    assert result.transient == [(job, "OperationalError: the database went away")]
+    assert _transient_count() == before + 1
+    expected = f"event_transient_error job={job['id']} error=OperationalError"
+    assert _lines(caplog, "event_transient_error") == [(logging.WARNING, expected)]
