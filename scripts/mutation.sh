@@ -23,7 +23,7 @@ if [[ "$module" == all ]]; then
   exit 0
 fi
 if [[ ! " ${modules[*]} " == *" $module "* ]]; then
-  echo "usage: $0 {${modules[*]// /|}|all} [run [MUTANT_GLOB...] | results | show MUTANT_NAME]" >&2
+  echo "usage: $0 {$(IFS='|'; echo "${modules[*]}")|all} [run [MUTANT_GLOB...] | results | show MUTANT_NAME]" >&2
   exit 2
 fi
 command="${1:-run}"
