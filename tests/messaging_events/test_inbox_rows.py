@@ -264,3 +264,19 @@ def test_a_transient_error_is_handed_back_counted_and_logged_with_the_job_id(
     assert _transient_count() == before + 1
     expected = f"event_transient_error job={job['id']} error=OperationalError"
     assert _lines(caplog, "event_transient_error") == [(logging.WARNING, expected)]
+
+
+def test_each_outcome_is_counted_by_event_type() -> None:
+    def applied() -> float:
+        labels = {"event_type": "contact.created", "outcome": "applied"}
+        return REGISTRY.get_sample_value("crm_events_processed_total", labels) or 0.0
+
+    before = applied()
+    inbox.process_job(contact_created_job(event_id="e1", timestamp=at(0)))
+    assert applied() == before + 1
+
+
+def test_finite_numbers_are_stored_as_received_and_non_finite_ones_as_null() -> None:
+    job = make_job("no.such.event", {"payload": {"score": 1.5, "ratio": float("nan"), "n": 2}}, job_id="f1")
+    inbox.process_job(job)
+    assert _row().raw_data == {"payload": {"score": 1.5, "ratio": None, "n": 2}}
