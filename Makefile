@@ -17,9 +17,10 @@ test-fast:
 test-thorough:
 	CONSENT_PROPERTY_EXAMPLES=200 bash scripts/test.sh --durations=25
 
-# mutmut over consent, identity, the inbox and the contract, judged by the fast tier (docs/testing.md).
+# mutmut over consent, identity, the inbox and the contract (MODULE=inbox for one), each judged by the
+# fast-tier tests of that module (docs/testing.md).
 mutation:
-	bash scripts/mutation.sh
+	bash scripts/mutation.sh $(or $(MODULE),all)
 
 bench:
 	bash scripts/bench.sh

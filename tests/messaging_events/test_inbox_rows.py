@@ -6,7 +6,12 @@ import logging
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError, DataError, OperationalError
+from prometheus_client import REGISTRY
 
+from messaging_events import handlers
+from messaging_events.contract.routing import EventType
 from messaging_events.models import InboundEvent
 from messaging_events.services import inbox
 from tests.factories import at, contact_created_job, make_job
@@ -49,6 +54,7 @@ def test_attempts_and_applied_at_follow_the_outcome() -> None:
     inbox.record_failure(contact_created_job(event_id="e1", timestamp=at(0)), "late")
     again = InboundEvent.objects.get(idempotency_key="e1")
     assert (again.status, again.error, again.applied_at) == ("applied", "created", applied.applied_at)
+    assert again.deliveries == 1  # a failure record is not a delivery
 
 
 def test_a_rejection_naming_no_tenant_is_seen_by_its_contacts_tenant() -> None:
@@ -97,7 +103,9 @@ def test_a_batch_counts_each_status_and_collects_the_linked_contacts() -> None:
     assert result.transient == []
 
 
-def test_a_job_whose_content_breaks_the_inbox_is_recorded_as_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_whose_content_breaks_the_inbox_is_recorded_as_unreadable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     real_claim = inbox._claim
     calls = []
 
@@ -109,16 +117,18 @@ def test_a_job_whose_content_breaks_the_inbox_is_recorded_as_unreadable(monkeypa
 
     monkeypatch.setattr(inbox, "_claim", claim)
     job = make_job("contact.created", {"payload": {"eventId": "e1"}}, timestamp=at(0), job_id="boom")
-    result = inbox.process_batch([job])
+    result = inbox.process_batch([{**job, "attemptsMade": 2}])
     assert result.statuses == {"rejected": 1}
     row = _row()
-    assert (row.status, row.bullmq_job_id, row.job_name, row.job_timestamp) == (
+    assert (row.status, row.bullmq_job_id, row.job_name, row.job_timestamp, row.job_attempts) == (
         "rejected",
         "boom",
         "contact.created",
         at(0),
+        2,
     )
     assert "ValueError: a value beyond the contract" in row.error
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == ["event_unprocessable job=boom"]
 
 
 def _log(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
@@ -153,3 +163,120 @@ def test_a_rejected_event_logs_its_reason_without_personal_data_at_warning(caplo
     assert (record.levelno, record.getMessage(), record.status) == (logging.WARNING, "event_rejected", "rejected")
     assert record.reason.startswith("unknown event type")
     assert "john@example.com" not in record.reason
+
+
+def _lines(caplog: pytest.LogCaptureFixture, prefix: str) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith(prefix)]
+
+
+def _handler_raising(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    def broken(event: Any, row_id: int) -> None:
+        raise error
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, broken)
+
+
+def test_a_handler_bug_is_failed_reported_with_its_ids_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox.process_job(contact_created_job(contact_id="c0", event_id="e0", timestamp=at(0)))  # the tenant exists
+    reported: list[tuple[BaseException, dict[str, Any]]] = []
+    monkeypatch.setattr(inbox.error_tracking, "report", lambda exc, **tags: reported.append((exc, tags)))
+    bug = RuntimeError("a bug in one handler")
+    _handler_raising(monkeypatch, bug)
+    status, outcome = inbox.process_job(contact_created_job(contact_id="c1", event_id="e1", timestamp=at(1)))
+    assert status == "failed" and outcome is not None
+    assert reported == [(bug, {"event_type": "contact.created", "key": "e1"})]
+    row = InboundEvent.objects.get(idempotency_key="e1")
+    assert (row.status, row.error, row.attempts) == ("failed", "internal error: RuntimeError: a bug in one handler", 1)
+    assert row.tenant_id == InboundEvent.objects.get(idempotency_key="e0").tenant_id
+    assert _lines(caplog, "event_failed key") == [(logging.ERROR, "event_failed key=e1 type=contact.created")]
+
+
+def test_a_database_error_fails_the_event_and_a_refused_value_rejects_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _handler_raising(monkeypatch, DatabaseError("relation is broken"))
+    assert inbox.process_job(contact_created_job(contact_id="c1", event_id="e1", timestamp=at(0)))[0] == "failed"
+    assert InboundEvent.objects.get(idempotency_key="e1").error == "database error: relation is broken"
+    assert _lines(caplog, "event_failed key") == [(logging.ERROR, "event_failed key=e1 type=contact.created")]
+
+    _handler_raising(monkeypatch, DataError("value too long"))
+    assert inbox.process_job(contact_created_job(contact_id="c2", event_id="e2", timestamp=at(0)))[0] == "rejected"
+    row = InboundEvent.objects.get(idempotency_key="e2")
+    assert (row.status, row.error) == ("rejected", "the database refused a value: value too long")
+
+
+def test_a_conflicting_copy_is_logged_with_its_ids(caplog: pytest.LogCaptureFixture) -> None:
+    inbox.process_job(contact_created_job(event_id="e1", email="a@example.com", timestamp=at(0)))
+    other = {**contact_created_job(event_id="e1", email="b@example.com", timestamp=at(0)), "id": "j2"}
+    assert inbox.process_job(other) == ("applied", None)
+    assert _lines(caplog, "event_conflict") == [(logging.WARNING, "event_conflict key=e1 type=contact.created job=j2")]
+
+
+def test_the_soft_time_limit_hands_back_the_event_and_every_one_not_reached(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = handlers.HANDLERS[EventType.CONTACT_CREATED]
+
+    def slow(event: Any, row_id: int) -> Any:
+        if event.idempotency_key == "e2":
+            raise SoftTimeLimitExceeded()
+        return real(event, row_id)
+
+    monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, slow)
+    jobs = [contact_created_job(contact_id=f"c{n}", event_id=f"e{n}", timestamp=at(n)) for n in (1, 2, 3)]
+    result = inbox.process_batch(jobs)
+    assert result.statuses == {"applied": 1}
+    assert result.transient == [(jobs[1], inbox.TIME_LIMIT_ERROR), (jobs[2], inbox.TIME_LIMIT_ERROR)]
+    assert list(InboundEvent.objects.values_list("idempotency_key", flat=True)) == ["e1"]
+    assert _lines(caplog, "batch_soft_time_limit") == [(logging.WARNING, "batch_soft_time_limit unfinished=2")]
+
+
+def test_a_failing_copy_with_other_content_opens_a_conflict_and_keeps_the_rows_content() -> None:
+    inbox.process_job(contact_created_job(event_id="e1", email="a@example.com", timestamp=at(0)))
+    applied = _row()
+    other = contact_created_job(event_id="e1", email="b@example.com", timestamp=at(0))
+    inbox.record_failure(other, "OperationalError: the database went away")
+    row = _row()
+    assert (row.status, row.error, row.content_hash) == ("applied", "created", applied.content_hash)
+    assert (row.conflict, row.conflict_data) == ("open", other["data"])
+    assert row.conflict_hash not in ("", applied.content_hash)
+
+
+def _transient_count() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "crm_events_processed_total", {"event_type": "contact.created", "outcome": "transient"}
+        )
+        or 0.0
+    )
+
+
+def test_a_transient_error_is_handed_back_counted_and_logged_with_the_job_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _handler_raising(monkeypatch, OperationalError("the database went away"))
+    job = contact_created_job(event_id="e1", timestamp=at(0))
+    before = _transient_count()
+    result = inbox.process_batch([job])
+    assert result.transient == [(job, "OperationalError: the database went away")]
+    assert _transient_count() == before + 1
+    expected = f"event_transient_error job={job['id']} error=OperationalError"
+    assert _lines(caplog, "event_transient_error") == [(logging.WARNING, expected)]
+
+
+def test_each_outcome_is_counted_by_event_type() -> None:
+    def applied() -> float:
+        labels = {"event_type": "contact.created", "outcome": "applied"}
+        return REGISTRY.get_sample_value("crm_events_processed_total", labels) or 0.0
+
+    before = applied()
+    inbox.process_job(contact_created_job(event_id="e1", timestamp=at(0)))
+    assert applied() == before + 1
+
+
+def test_finite_numbers_are_stored_as_received_and_non_finite_ones_as_null() -> None:
+    job = make_job("no.such.event", {"payload": {"score": 1.5, "ratio": float("nan"), "n": 2}}, job_id="f1")
+    inbox.process_job(job)
+    assert _row().raw_data == {"payload": {"score": 1.5, "ratio": None, "n": 2}}

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from messaging_events.contract.jobs import Event, Rejection, content_key, parse_job
+from messaging_events.contract.jobs import (
+    MAX_JSON_DEPTH,
+    Event,
+    Rejection,
+    check_depth,
+    content_key,
+    parse_job,
+    unreadable_job,
+)
 from messaging_events.contract.routing import EventType, Priority
 from tests.messaging_events.samples import (
     CONTACT,
@@ -283,3 +291,35 @@ def test_an_overlong_reply_is_rejected() -> None:
     # The reply is the event (and may carry an opt-out keyword): never cut or dropped.
     job = message_job("sms.replied", {**message_payloads()["sms.replied"], "replyText": "x" * 4001})
     assert "payload.replyText" in rejection(job).reason
+
+
+def test_a_rejection_without_an_event_id_is_keyed_by_its_type_data_and_job_time() -> None:
+    data = {"payload": {"tenantId": TENANT}}  # no contactId: rejected
+    rejection = parse_job(bridged({"name": "contact.created", "data": data}))
+    assert isinstance(rejection, Rejection)
+    assert rejection.idempotency_key == content_key("contact.created", data, JOB_TS)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for level in range(depth - 1):
+        value = {"a": value} if level % 2 else [value]
+    return value
+
+
+def test_data_nesting_deeper_than_the_limit_is_refused() -> None:
+    check_depth(_nested(MAX_JSON_DEPTH))  # at the limit: accepted
+    check_depth({"flat": [1, 2, {"b": 3}]})
+    for too_deep in (_nested(MAX_JSON_DEPTH + 1), {"a": _nested(MAX_JSON_DEPTH)}, [_nested(MAX_JSON_DEPTH)]):
+        with pytest.raises(ValueError, match=f"^job data nests deeper than {MAX_JSON_DEPTH} levels$"):
+            check_depth(too_deep)
+
+
+def test_an_unreadable_jobs_record_cuts_its_id_and_name_to_their_columns() -> None:
+    record = unreadable_job("i" * 100, "n" * 200, JOB_TS, 2, {"x": 1}, ValueError("boom"))
+    assert (record["id"], record["name"], record["attemptsMade"], record["timestamp"]) == (
+        "i" * 64,
+        "n" * 128,
+        2,
+        JOB_TS,
+    )
