@@ -180,7 +180,7 @@ class ConsentChange(models.Model):
         ordering = ["occurred_at", "tiebreak"]
         indexes = [
             models.Index(fields=["profile", "channel", "occurred_at"], name="consent_change_lookup"),
-            # consent.consent_follow_addresses reads a contact's statements that stated no address
+            # consent_rebuild.consent_follow_addresses reads a contact's statements that stated no address
             # whenever an existing profile's contact gains an address: without it, a scan of the ledger.
             # Partial: statements with an address (nearly all) are not in it.
             models.Index(

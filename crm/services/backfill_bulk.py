@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from crm.models import ConsentSource, Profile, Segment
 from crm.services.backfill import Item, Step
-from crm.services.consent import consent_tiebreak
+from crm.services.consent_order import consent_tiebreak
 from crm.services.contact_points import address_kind
 from crm.services.contacts import MESSAGING_LAWFUL_BASIS, ContactStatement
 from crm.services.profiles import _event_may_set, stamp

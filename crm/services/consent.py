@@ -10,17 +10,16 @@ Rules (docs/decisions.md):
   counts only the statements about the address the profile holds now: a statement about another
   address is recorded and changes nothing, and when the profile's address changes the state is
   rebuilt from the ledger for the new address (unknown until a statement covers it).
-- The current state of a channel is the statement with the greatest `consent_order_key`: occurred-at
-  (clamped to the receive time), then opt-out before opt-in, then source precedence, then receive
-  time, then identity. A statement that did not become the state when it arrived (older, or about
+- The current state of a channel is the statement with the greatest `consent_order_key`
+  (crm.services.consent_order). A statement that did not become the state when it arrived (older, or about
   another address) is stored with `superseded=True`. Orderings are compared in Python.
 - `CONSENT_OPTED_IN` / `CONSENT_OPTED_OUT` activities mark each ledger statement whose value differs
   from the previous statement about the same address, in that order. A statement that lands in the
-  middle of a history reconciles the channel's consent activities from the ledger.
+  middle of a history reconciles the channel's consent activities from the ledger
+  (crm.services.consent_rebuild, which also rebuilds the state when addresses move).
 - A real change of the flag recomputes the profile's segment membership.
 """
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,8 +30,6 @@ from django.utils import timezone
 
 from crm.errors import ApplicationError
 from crm.models import (
-    Activity,
-    ActivityType,
     Channel,
     ConsentChange,
     ConsentSource,
@@ -40,25 +37,19 @@ from crm.models import (
     Profile,
 )
 from crm.normalise import email_normalise, phone_normalise
+from crm.services.consent_order import consent_order_key, consent_tiebreak
+from crm.services.consent_rebuild import (
+    consent_activities_reconcile,
+    consent_activity_type,
+    consent_state_recompute,
+)
 from crm.services.contact_points import (
     address_as_of,
     address_kind,
-    contact_histories,
     profile_lock_addresses,
 )
 from crm.services.recordsets import recordset_json
-from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh, segment_membership_refresh_ctes
-
-TIEBREAK_MAX = 160
-# At equal occurred-at (after opt-out beats opt-in): a deliberate decision made in the CRM, then the
-# person's own reply, then our bounce automation, then the Messaging service's synced state.
-SOURCE_PRECEDENCE: dict[str, int] = {
-    ConsentSource.MESSAGING_EVENT: 0,
-    ConsentSource.BOUNCE_AUTOMATION: 1,
-    ConsentSource.SMS_KEYWORD: 2,
-    ConsentSource.ADMIN: 3,
-}
-CONSENT_ACTIVITY_TYPES = (ActivityType.CONSENT_OPTED_IN, ActivityType.CONSENT_OPTED_OUT)
+from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh_ctes
 
 
 @dataclass(frozen=True)
@@ -66,48 +57,6 @@ class ConsentResult:
     recorded: bool  # a new ledger row was appended (False: this statement was already recorded)
     applied: bool  # it became the statement in force
     changed: bool  # the channel's value changed
-
-
-def consent_tiebreak(*, source: str, source_key: str, occurred_at: datetime) -> str:
-    """A statement's identity and ordering key among statements with the same occurred-at."""
-    micros = int(occurred_at.timestamp() * 1_000_000)
-    tiebreak = f"{source}:{source_key}@{micros}"
-    if len(tiebreak) > TIEBREAK_MAX:
-        tiebreak = f"{source}:sha256:{hashlib.sha256(tiebreak.encode()).hexdigest()}"
-    return tiebreak
-
-
-def ordered_at(change: ConsentChange) -> datetime:
-    """Occurred-at for ordering: a time later than the receive time counts as the receive time."""
-    if change.received_at is not None and change.occurred_at > change.received_at:
-        return change.received_at
-    return change.occurred_at
-
-
-def consent_order_key(change: ConsentChange) -> tuple:
-    """Last-writer-wins order; the greatest statement decides (module doc, docs/decisions.md)."""
-    at = ordered_at(change)
-    return (
-        at,
-        not change.opted_in,
-        SOURCE_PRECEDENCE.get(change.source, -1),
-        change.received_at or at,
-        change.tiebreak,
-    )
-
-
-def _activity_type(opted_in: bool) -> str:
-    return ActivityType.CONSENT_OPTED_IN if opted_in else ActivityType.CONSENT_OPTED_OUT
-
-
-def _activity_data(*, change: ConsentChange) -> dict:
-    return {
-        "channel": change.channel,
-        "opted_in": change.opted_in,
-        "source": change.source,
-        "address": change.address,
-        "consent_change_id": change.pk,
-    }
 
 
 def _inferred_kinds(*, addresses: dict[str, str | None], contact_id: str) -> set[str]:
@@ -373,7 +322,7 @@ def consent_statements_record(
             rebuilt = consent_state_recompute(profile=profile)
             results[channel] = ConsentResult(recorded=True, applied=False, changed=rebuilt)
         elif not newest[channel]:
-            _activities_reconcile(profile=profile, channel=channel)
+            consent_activities_reconcile(profile=profile, channel=channel)
             results[channel] = ConsentResult(recorded=True, applied=False, changed=False)
         else:
             changed = _changes_value(change, states_in_force[channel])
@@ -485,140 +434,12 @@ def _record_and_decide(
                 "decide": channel in decide,
                 "state_id": state.pk if state is not None else None,
                 "changes": channel in decide and _changes_value(change, state),
-                "activity_type": _activity_type(change.opted_in),
+                "activity_type": consent_activity_type(change.opted_in),
             }
         )
     with connection.cursor() as cursor:
         cursor.execute(_RECORD_SQL, {"rows": recordset_json(rows), "profile": profile.pk})
         return dict(cursor.fetchall())
-
-
-def _activities_create(*, profile: Profile, changes: list[ConsentChange]) -> None:
-    """One consent activity per ledger statement, in one insert."""
-    Activity.objects.bulk_create(
-        Activity(
-            tenant_id=profile.tenant_id,
-            profile_id=profile.pk,
-            type=_activity_type(change.opted_in),
-            occurred_at=change.occurred_at,
-            data=_activity_data(change=change),
-            source_event_id=change.source_event_id,
-        )
-        for change in changes
-    )
-
-
-def _ledger(*, profile_id: int, channel: str) -> list[ConsentChange]:
-    changes = list(ConsentChange.objects.filter(profile_id=profile_id, channel=channel))
-    changes.sort(key=consent_order_key)
-    return changes
-
-
-def _activities_reconcile(*, profile: Profile, channel: str, ledger: list[ConsentChange] | None = None) -> None:
-    """Make the channel's consent activities mark exactly the ledger's real changes: per address, each
-    statement whose value differs from the previous one about that address (in `consent_order_key` order)."""
-    ledger = ledger if ledger is not None else _ledger(profile_id=profile.pk, channel=channel)
-    wanted: dict[int, ConsentChange] = {}
-    previous: dict[str, bool] = {}
-    for change in ledger:
-        if change.opted_in != previous.get(change.address):
-            wanted[change.pk] = change
-        previous[change.address] = change.opted_in
-    existing = Activity.objects.filter(
-        profile_id=profile.pk, type__in=CONSENT_ACTIVITY_TYPES, data__channel=channel
-    ).only("pk", "type", "data")
-    keep: set[int] = set()
-    stale: list[int] = []
-    for activity in existing:
-        change_id = (activity.data or {}).get("consent_change_id")
-        wanted_change = wanted.get(change_id) if change_id is not None else None
-        if (
-            wanted_change is not None
-            and wanted_change.pk not in keep
-            and activity.type == _activity_type(wanted_change.opted_in)
-            # the statement's address became known after the activity was written (consent before contact)
-            and activity.data.get("address") == wanted_change.address
-        ):
-            keep.add(wanted_change.pk)
-        else:
-            stale.append(activity.pk)
-    if stale:
-        Activity.objects.filter(pk__in=stale).delete()
-    missing = [change for change_id, change in wanted.items() if change_id not in keep]
-    if missing:
-        _activities_create(profile=profile, changes=missing)
-
-
-@transaction.atomic(savepoint=False)
-def consent_state_recompute(*, profile: Profile) -> bool:
-    """Rebuild every channel's state and consent activities from the ledger, for the addresses the
-    profile holds now (after a merge, an address change, or a contact's address becoming known).
-
-    Returns whether any profile flag changed.
-    """
-    current = profile_lock_addresses(profile_id=profile.pk)
-    states = {s.channel: s for s in MarketingConsent.objects.filter(profile_id=profile.pk)}
-    flags: dict[str, bool | None] = {}
-    for channel in Channel.values:
-        ledger = _ledger(profile_id=profile.pk, channel=channel)
-        if ledger:
-            _activities_reconcile(profile=profile, channel=channel, ledger=ledger)
-        counted = [change for change in ledger if change.address == current[channel]]
-        state = states.get(channel)
-        if not counted:
-            if state is not None:
-                state.delete()
-            flags[f"{channel}_opt_in"] = None
-            continue
-        last = counted[-1]
-        values = {
-            "opted_in": last.opted_in,
-            "changed_at": last.occurred_at,
-            "source": last.source,
-            "address": last.address,
-        }
-        if state is None:
-            MarketingConsent.objects.create(
-                tenant_id=profile.tenant_id, profile_id=profile.pk, channel=channel, deciding_change=last, **values
-            )
-        else:
-            MarketingConsent.objects.filter(pk=state.pk).update(deciding_change=last, **values)
-        flags[f"{channel}_opt_in"] = last.opted_in
-    changed = any(getattr(profile, name) != value for name, value in flags.items())
-    Profile.objects.filter(pk=profile.pk).update(**flags)
-    for name, value in flags.items():
-        setattr(profile, name, value)
-    return changed
-
-
-def consent_follow_addresses(*, profile: Profile, contact_id: str = "", profile_address_changed: bool) -> bool:
-    """Keep consent on the right contact point after an address became known or changed.
-
-    Re-reads the address of each of `contact_id`'s statements that stated none
-    (`contact_points.address_as_of`, after that contact's stated addresses grew); if any moved, or the
-    profile's own address changed, rebuilds the consent state for the profile's current addresses
-    and, if a flag changed, its segments. The caller holds the profile lock. Returns whether a flag
-    changed.
-    """
-    moved = False
-    if contact_id:
-        rows = ConsentChange.objects.filter(contact_id=contact_id, address_stated=False).only(
-            "pk", "channel", "occurred_at", "address"
-        )
-        inferred = [(change, kind) for change in rows if (kind := address_kind(change.channel)) is not None]
-        kinds = {kind for _, kind in inferred}
-        histories = contact_histories(contact_id=contact_id, kinds=kinds) if kinds else {}
-        for change, kind in inferred:
-            address = address_as_of(histories[kind], change.occurred_at)
-            if address != change.address:
-                ConsentChange.objects.filter(pk=change.pk).update(address=address)
-                moved = True
-    if not (moved or profile_address_changed):
-        return False
-    changed = consent_state_recompute(profile=profile)
-    if changed:
-        segment_membership_refresh(profile=profile)
-    return changed
 
 
 def consent_record_by_staff(*, profile: Profile, channel: str, opted_in: bool, user, lawful_basis: str) -> None:

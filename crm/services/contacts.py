@@ -35,7 +35,8 @@ from django.db import transaction
 
 from crm.models import ConsentSource, Profile
 from crm.normalise import email_normalise, phone_normalise
-from crm.services.consent import consent_follow_addresses, consent_statements_record
+from crm.services.consent import consent_statements_record
+from crm.services.consent_rebuild import consent_follow_addresses
 from crm.services.contact_points import address_kind, contact_addresses_record, profile_addresses
 from crm.services.identity import Resolved, contact_resolve_or_create
 from crm.services.locks import profile_lock_get

@@ -8,7 +8,7 @@ from typing import Any
 
 from crm.errors import ApplicationError
 from crm.models import Channel, ContactLink, Profile, Tenant
-from crm.services.consent import consent_order_key
+from crm.services.consent_order import consent_order_key
 from crm.services.contact_points import address_kind
 
 PROFILE_FIELDS = (

@@ -31,7 +31,7 @@ from crm.models import (
     SegmentMembership,
 )
 from crm.services.bounces import hard_bounce_automation_apply
-from crm.services.consent import consent_state_recompute
+from crm.services.consent_rebuild import consent_state_recompute
 from crm.services.engagement import engagement_scores_refresh
 from crm.services.locks import profile_lock_get
 from crm.services.profiles import profile_merge_fields

@@ -27,7 +27,7 @@ from django.utils import timezone
 from crm.errors import ApplicationError
 from crm.models import Activity, ActivityType, Profile
 from crm.normalise import email_normalise, phone_normalise
-from crm.services.consent import consent_follow_addresses
+from crm.services.consent_rebuild import consent_follow_addresses
 from crm.services.locks import profile_lock_get
 from crm.services.segments import segment_membership_refresh
 

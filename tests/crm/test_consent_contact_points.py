@@ -17,7 +17,8 @@ from crm.models import (
     MarketingConsent,
     Profile,
 )
-from crm.services.consent import CONSENT_ACTIVITY_TYPES, consent_record_by_staff, consent_statement_record
+from crm.services.consent import consent_record_by_staff, consent_statement_record
+from crm.services.consent_rebuild import CONSENT_ACTIVITY_TYPES
 from crm.services.profiles import profile_update_by_staff
 from tests.factories import (
     at,

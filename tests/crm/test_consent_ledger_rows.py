@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 
 from crm.errors import ApplicationError
 from crm.models import Activity, ActivityType, ConsentChange, MarketingConsent, Profile
-from crm.services.consent import consent_record_by_staff, consent_statement_record, consent_tiebreak
+from crm.services.consent import consent_record_by_staff, consent_statement_record
+from crm.services.consent_order import consent_tiebreak
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.models import InboundEvent
 from tests.factories import at, contact_created_job, contact_preference_updated_job, process, sms_replied_job

@@ -14,7 +14,8 @@ from crm.models import (
     MarketingConsent,
     Profile,
 )
-from crm.services.consent import consent_record_by_staff, consent_statement_record, consent_tiebreak
+from crm.services.consent import consent_record_by_staff, consent_statement_record
+from crm.services.consent_order import consent_tiebreak
 from crm.services.tenants import tenant_get_or_create
 from tests.factories import at, contact_created_job, contact_preference_updated_job, process
 
