@@ -21,6 +21,8 @@ ORDER = [
     "node_noop_drain_jobs_per_s",
     "bridge_drain_jobs_per_s",
     "bridge_vs_node",
+    "bridge_drain_two_bridges_jobs_per_s",
+    "two_bridges_vs_one",
     "end_to_end_events_per_s",
     "end_to_end_vs_node",
     "end_to_end_campaign_events_per_s",
@@ -53,6 +55,7 @@ def derive(bench: Bench) -> None:
     r = bench.results
     node = r.get("node_noop_drain_jobs_per_s")
     r["bridge_vs_node"] = ratio(r.get("bridge_drain_jobs_per_s"), node)
+    r["two_bridges_vs_one"] = ratio(r.get("bridge_drain_two_bridges_jobs_per_s"), r.get("bridge_drain_jobs_per_s"))
     r["end_to_end_vs_node"] = ratio(r.get("end_to_end_events_per_s"), node)
     r["batched_vs_per_event_mode"] = ratio(
         r.get("end_to_end_events_per_s"), r.get("end_to_end_per_event_mode_events_per_s"), 2

@@ -5,7 +5,7 @@ Phases, in order (each figure's pair is measured minutes apart on the same machi
 under bench/phases/, each a function of the `Bench` context (bench/context.py):
 
 1. node_noop      the real Node BullMQ Worker (no-op, concurrency 32) drains N pre-loaded jobs   (drain.py)
-2. bridge_drain   the bridge, at its defaults, drains the same N jobs into Celery, no workers running
+2. bridge_drain   the bridge, at its defaults, drains the same N jobs into Celery, no workers running; then two bridges
 3. e2e            bridge + workers (Procfile) + beat apply the mixed stream on empty tables   (e2e.py)
 4. e2e_campaign   a campaign (sent, delivered, opens, clicks, a few bounces and failures) to the contacts e2e made
 5. inprocess      the same kind of campaign applied in this process, per-event vs set-based (ms/event, ratio)

@@ -31,18 +31,21 @@ def node_noop(bench: Bench, jobs_path: Path, n: int) -> None:
 
 
 def bridge_drain(bench: Bench, jobs_path: Path, n: int) -> None:
-    """The bridge, at its defaults, drains the same N jobs into Celery, no workers running."""
-    record = bench.phase("bridge_drain")
-    bench.flush_redis()
-    bench.publish(jobs_path)
-    bridge = bench.start("bridge-drain", bridge_command())
-    try:
-        started, ended = bench.wait_bullmq_drained(n, 600)
-    finally:
-        bench.stop(bridge)
-    messages = sum(broker.queue_depths(bench.broker).values())
-    record.update(seconds=ended - started, jobs=n, celery_messages=messages)
-    rate = n / (ended - started)
-    bench.results["bridge_drain_jobs_per_s"] = round(rate)
-    log.info("  bridge: %d jobs/s into %d Celery messages", rate, messages)
-    bench.flush_redis()
+    """The bridge, at its defaults, drains the same N jobs into Celery, no workers running; then two
+    bridges at once (issue 10 §3: whether `make up` should run two on 2 cores)."""
+    for bridges, key in ((1, "bridge_drain_jobs_per_s"), (2, "bridge_drain_two_bridges_jobs_per_s")):
+        record = bench.phase("bridge_drain" if bridges == 1 else "bridge_drain_two_bridges")
+        bench.flush_redis()
+        bench.publish(jobs_path)
+        procs = [bench.start(f"bridge-drain-{i}", bridge_command()) for i in range(bridges)]
+        try:
+            started, ended = bench.wait_bullmq_drained(n, 600)
+        finally:
+            for proc in procs:
+                bench.stop(proc)
+        messages = sum(broker.queue_depths(bench.broker).values())
+        record.update(seconds=ended - started, jobs=n, celery_messages=messages, bridges=bridges)
+        rate = n / (ended - started)
+        bench.results[key] = round(rate)
+        log.info("  %d bridge(s): %d jobs/s into %d Celery messages", bridges, rate, messages)
+        bench.flush_redis()
