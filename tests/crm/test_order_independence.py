@@ -1,20 +1,24 @@
-"""Property: the final CRM state does not depend on the order (or repetition) of event arrival.
+"""Property: the final CRM state does not depend on the order (or repetition) of event arrival, nor on
+which of the worker's two paths applies it.
 
-A realistic stream for a few contacts — contact.created/updated, preference changes (some before the
-contact exists), sent/delivered/failed/bounced (hard and soft)/opened/clicked/replied (including
-STOP), and duplicates — is applied once in occurred-at order and once in a random permutation.
+A realistic stream — contact.created/updated, preference changes (some before the contact exists),
+sent/delivered/failed/bounced (hard and soft)/opened/clicked/replied (including STOP), and copies —
+is applied once in occurred-at order and once in a random permutation, one by one or in batches.
 Contacts c1 and c3 share an email (one person, two contactIds), so stubs and merges are exercised;
 c2 and c4 share an email but each has a phone of its own (a shared mailbox), so each one's SMS consent
-must stay on its own number; c5 has no phone at first and may change its email and phone. Contact
-events may come without an eventId (their identity is then their content and job timestamp), and
-contact.updated may change the email or phone (a contact-point change) and report opt-in flags (never
-consent).
+must stay on its own number; c5 has no phone at first and may change its email and phone. Up to two
+of them also signed up with a second tenant, with the same email and phone (tenant isolation), and
+their campaigns share ids across the tenants. Contact events may come without an eventId (their
+identity is then their content and job timestamp), and contact.updated may change the email or phone
+(a contact-point change) and report opt-in flags (never consent). A copy is the same job again (a
+redelivery) or the same event in a new BullMQ job (a re-publish).
 
-Compared, per profile (identified by its set of contactIds): profile fields, consent state with its
-address and the ledger as a set (with each statement's address; without `superseded`, `recorded_at`
-and ids), verification flags, interactions and
-counts, attributions, hard bounces, segment membership, the engagement score at a fixed time, and
-the number of activities per type except PROFILE_UPDATED and PROFILE_MERGED.
+Compared (`tables`), per profile keyed by its tenant and contactIds: profile fields, consent state
+with its address and the ledger as a set (with each statement's address; without `superseded`,
+`recorded_at` and ids), verification flags, interactions and counts, attributions, hard bounces,
+segment membership, the engagement score at a fixed time, and every activity with its type, time and
+data except PROFILE_UPDATED and PROFILE_MERGED; and per event identity its inbox status, deliveries
+and, unless applied, its reason. No event may end `failed`. docs/testing.md, "The order property".
 """
 
 import os
@@ -35,6 +39,7 @@ from crm.models import (
 from crm.services.engagement import engagement_scores_refresh
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.models import InboundEvent
+from messaging_events.services.batch_apply import apply_batch, fallback_batches
 from messaging_events.services.parking import unpark_contacts
 from tests.factories import (
     BASE_TIME,
@@ -423,27 +428,66 @@ def final_state(apply: Callable[[], object], snap: Callable[[], dict] = snapshot
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(stream=streams(), data=st.data())
-def test_final_state_does_not_depend_on_arrival_order(stream: list[tuple], data: st.DataObject) -> None:
-    expected, actual = assert_order_independent(stream, data, tables)
+def test_final_state_does_not_depend_on_arrival_order_or_path(stream: list[tuple], data: st.DataObject) -> None:
+    """The drawn permutation goes one event at a time through the inbox (what a replay and a failed
+    batch's fallback run) or, in about half the examples, through `batch_apply.apply_batch` (what the
+    worker runs) in batches of random sizes from 1 to 64, with extra copies of some events next to their
+    original (a duplicate inside one batch) or at the end (in a later batch). The expected state is the
+    same jobs, copies included, applied one by one in occurred-at order."""
+    arrival = data.draw(st.permutations(stream), label="arrival order")
+    if data.draw(st.booleans(), label="batched"):
+        arrival = _with_copies(arrival, data)
+        sizes = data.draw(st.lists(st.integers(1, 64), min_size=1, max_size=len(arrival)), label="batch sizes")
+        fallbacks = fallback_batches()
+        actual = final_state(lambda: _apply_in_batches([job for _, job in arrival], sizes), tables)
+        assert fallback_batches() == fallbacks  # the set-based path itself was tested, not its fallback
+    else:
+        actual = final_state(lambda: [process(job) for _, job in arrival], tables)
+    in_order = [job for _, job in sorted(arrival, key=lambda pair: pair[0])]
+    expected = final_state(lambda: [process(job) for job in in_order], tables)
+    assert_same_state(expected, actual)
     for state in (expected, actual):
         statuses = Counter(row[3] for row in state["inbox"])
         assert statuses.keys() <= {"applied", "ignored", "rejected"}, statuses
 
 
-def assert_order_independent(
-    stream: list[tuple], data: st.DataObject, snap: Callable[[], dict] = snapshot
-) -> tuple[dict, dict]:
+def _with_copies(arrival: list[tuple], data: st.DataObject) -> list[tuple]:
+    copies = data.draw(st.lists(st.tuples(st.integers(0, len(arrival) - 1), st.booleans()), max_size=8), label="copies")
+    arrival = list(arrival)
+    for index, adjacent in sorted(copies, reverse=True):
+        if adjacent:  # usually in the same batch as its original
+            arrival.insert(index + 1, arrival[index])
+        else:  # in a later batch
+            arrival.append(arrival[index])
+    return arrival
+
+
+def _apply_in_batches(jobs: list, sizes: list[int]) -> None:
+    start = 0
+    for size in sizes:
+        if start >= len(jobs):
+            return
+        apply_batch(jobs[start : start + size])
+        start += size
+    if start < len(jobs):
+        apply_batch(jobs[start:])
+
+
+def assert_order_independent(stream: list[tuple], data: st.DataObject) -> None:
     """The stream applied in occurred-at order and in a drawn permutation ends in the same snapshot."""
     in_order = [job for _, job in sorted(stream, key=lambda pair: pair[0])]
     permutation = data.draw(st.permutations(range(len(stream))), label="arrival order")
     shuffled = [stream[i][1] for i in permutation]
 
-    expected = final_state(lambda: [process(job) for job in in_order], snap)
-    actual = final_state(lambda: [process(job) for job in shuffled], snap)
+    expected = final_state(lambda: [process(job) for job in in_order])
+    actual = final_state(lambda: [process(job) for job in shuffled])
+    assert_same_state(expected, actual)
+
+
+def assert_same_state(expected: dict, actual: dict) -> None:
     assert set(actual) == set(expected)
     for contacts in expected:
         assert actual[contacts] == expected[contacts], _difference(contacts, expected[contacts], actual[contacts])
-    return expected, actual
 
 
 def _difference(contacts: object, expected: object, actual: object) -> str:
