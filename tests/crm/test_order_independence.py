@@ -249,13 +249,15 @@ def contact_stream(draw, contact_id: str, counter, tenant: str = TENANT) -> list
 
 @st.composite
 def streams(draw) -> list[tuple]:
-    """Every contact of the first tenant, some of them also in the second, then copies of some events:
+    """Some contacts of the first tenant, one of them perhaps also in the second, then copies of some events:
     a redelivery (the same job) or a re-publish (the same event in a new BullMQ job)."""
     counter = iter(range(1, 10_000))
     events = []
-    for contact_id in CONTACTS:
+    # Some of the five contacts each time: 200 smaller streams explore more combinations than 25 of all five.
+    chosen = sorted(draw(st.lists(st.sampled_from(sorted(CONTACTS)), min_size=1, unique=True), label="contacts"))
+    for contact_id in chosen:
         events.extend(draw(contact_stream(contact_id, counter)))
-    for contact_id in draw(st.lists(st.sampled_from(sorted(CONTACTS)), unique=True, max_size=2), label="tenant b"):
+    for contact_id in draw(st.lists(st.sampled_from(chosen), unique=True, max_size=1), label="tenant b"):
         events.extend(draw(contact_stream(contact_id, counter, OTHER_TENANT)))
     copies = draw(st.lists(st.tuples(st.integers(0, len(events) - 1), st.booleans()), max_size=5), label="copies")
     return events + [_copy(events[i], republished) for i, republished in copies]
