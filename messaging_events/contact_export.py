@@ -20,15 +20,15 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from pydantic import ValidationError
 
-from crm.services.backfill import BackfillFileError, BackfillResult, Item, backfill_apply
+from crm.services.backfill import BackfillFileError, BackfillOptions, BackfillResult, Item, backfill_apply
 from crm.services.contacts import ContactEventKind, ContactStatement
 from messaging_events.contract.fields import parse_timestamp
 from messaging_events.contract.schemas import OPT_IN_FIELDS, ContactCreated
@@ -217,10 +217,7 @@ def validate_row(row: Row, *, tenant: str | None, default_occurred_at: datetime)
         kind=ContactEventKind.CREATED,
         tenant_external_id=payload.tenantId,
         contact_id=payload.contactId,
-        email=payload.email,
-        phone=payload.phoneNumber,
-        first_name=payload.firstName,
-        last_name=payload.lastName,
+        **payload.contact_fields(),
         opt_ins=payload.consent_statements(),
         occurred_at=stamp or default_occurred_at,
         source_key=source_key,
@@ -276,11 +273,7 @@ def contacts_backfill(
     fmt: str | None = None,
     tenant: str | None = None,
     as_of: datetime | None = None,
-    dry_run: bool = False,
-    row_by_row: bool = False,
-    chunk_rows: int | None = None,
-    resume: bool = False,
-    on_progress: Callable[[BackfillResult], None] | None = None,
+    **options: Unpack[BackfillOptions],
 ) -> BackfillResult:
     """Import the export at `path` (module doc; how, in `crm.services.backfill.backfill_apply`)."""
     export = ContactExport(
@@ -289,6 +282,4 @@ def contacts_backfill(
         tenant=tenant,
         default_occurred_at=as_of or datetime.fromtimestamp(os.stat(path).st_mtime, UTC),
     )
-    return backfill_apply(
-        export, dry_run=dry_run, row_by_row=row_by_row, chunk_rows=chunk_rows, resume=resume, on_progress=on_progress
-    )
+    return backfill_apply(export, **options)

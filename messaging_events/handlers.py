@@ -24,7 +24,6 @@ from messaging_events.contract.routing import EventType
 from messaging_events.contract.schemas import (
     ContactCreated,
     ContactDeleted,
-    ContactFieldsPayload,
     ContactPreferenceUpdated,
     ContactUpdated,
     EmailClicked,
@@ -64,16 +63,6 @@ def handler_for(event_type: EventType) -> Handler:
 # -- contact and consent events ------------------------------------------------------------
 
 
-def _contact_fields(event: Event[ContactFieldsPayload]) -> dict[str, str | None]:
-    payload = event.payload
-    return {
-        "email": payload.email,
-        "phone": payload.phoneNumber,
-        "first_name": payload.firstName,
-        "last_name": payload.lastName,
-    }
-
-
 def _statement_key(event: Event[Payload]) -> str:
     """The identity of an event's statements (ledger, field provenance): its type and key, so that a
     producer reusing one eventId for two types never has the second statement taken for the first."""
@@ -102,7 +91,7 @@ def _contact_statement_apply(
 def contact_created(event: Event[ContactCreated], source_event_id: int) -> Outcome:
     consent = event.payload.consent_statements()
     return _contact_statement_apply(
-        event, source_event_id, ContactEventKind.CREATED, **_contact_fields(event), opt_ins=consent
+        event, source_event_id, ContactEventKind.CREATED, **event.payload.contact_fields(), opt_ins=consent
     )
 
 
@@ -110,7 +99,7 @@ def contact_created(event: Event[ContactCreated], source_event_id: int) -> Outco
 def contact_updated(event: Event[ContactUpdated], source_event_id: int) -> Outcome:
     reported = event.payload.consent_statements()  # an observation only (crm.services.contacts)
     return _contact_statement_apply(
-        event, source_event_id, ContactEventKind.UPDATED, **_contact_fields(event), reported_opt_ins=reported
+        event, source_event_id, ContactEventKind.UPDATED, **event.payload.contact_fields(), reported_opt_ins=reported
     )
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
@@ -281,6 +281,16 @@ class RowSource(Protocol):
         """The rows after `after_line` as items (a statement, or a rejection with its reason), `chunk_rows`
         at a time, read lazily; sets `result.ignored_columns` once the file is read."""
         ...
+
+
+class BackfillOptions(TypedDict, total=False):
+    """`backfill_apply`'s options, for the callers that pass them through (`contacts_backfill`)."""
+
+    dry_run: bool
+    row_by_row: bool
+    chunk_rows: int | None
+    resume: bool
+    on_progress: Callable[[BackfillResult], None] | None
 
 
 def backfill_apply(

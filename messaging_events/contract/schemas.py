@@ -7,7 +7,7 @@ boolean). Every other field is `Droppable`: an empty or invalid value is dropped
 (docs/decisions.md, "Partial acceptance").
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, StrictBool, field_validator, model_validator
 
@@ -57,6 +57,15 @@ class ContactEventPayload(Payload):
     contactId: Identifier
 
 
+class ContactFields(TypedDict):
+    """A contact event's person fields, named as the CRM's contact statement names them."""
+
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+
+
 class ContactFieldsPayload(ContactEventPayload):
     email: Droppable[Email] = None
     phoneNumber: Droppable[Phone] = None
@@ -66,6 +75,14 @@ class ContactFieldsPayload(ContactEventPayload):
     smsOptIn: StrictBool | None = None
     pushOptIn: StrictBool | None = None
     whatsappOptIn: StrictBool | None = None
+
+    def contact_fields(self) -> ContactFields:
+        return {
+            "email": self.email,
+            "phone": self.phoneNumber,
+            "first_name": self.firstName,
+            "last_name": self.lastName,
+        }
 
 
 class ContactCreated(ContactFieldsPayload):
