@@ -12,8 +12,9 @@ when the absolute figures do not.
 With `--preferences N`, it times `contactPreference.updated` for N contacts that exist, one per batch.
 
 With `--signups N`, it times the stream's `contact.created` events instead (new contacts, most with
-email and SMS opt-in flags, `messaging_events.streams.mixed.generate`): N per run through
-`batch_apply.apply_batch`, which applies them per event (docs/performance.md, "contact.created round trips").
+email and SMS opt-in flags, `messaging_events.streams.mixed.generate`): N per run per event
+(`inbox.process_batch`) and N through `batch_apply.apply_batch`, which applies them set-based
+(docs/performance.md, "Set-based sign-ups").
 """
 
 import argparse
@@ -74,20 +75,29 @@ def compare(*, contacts: int = 300, batch: int = 32, repeats: int = 3, tag: str 
 
 
 def signups(*, count: int = 2000, batch: int = 32, repeats: int = 3, tag: str = "signups") -> dict:
-    """Median ms/event of applying `count` new contacts' `contact.created` through the worker's batch path."""
-    from messaging_events.services import batch_apply
+    """Median ms/event of applying `count` new contacts' `contact.created` in batches, per event
+    (`inbox.process_batch`, what `apply_batch` did before sign-ups were set-based) and through the worker's
+    batch path (`batch_apply.apply_batch`: set-based), alternating which goes first; new contacts each run."""
+    from messaging_events.services import batch_apply, inbox
 
-    runs = []
+    paths: dict[str, Callable] = {"per_event": inbox.process_batch, "batched": batch_apply.apply_batch}
+    runs: dict[str, list[float]] = {name: [] for name in paths}
+    fallbacks = batch_apply.fallback_batches()
     for repeat in range(repeats):
-        run_tag = f"{tag}-{repeat}"
-        jobs = [job for job in stream.generate(count, TENANTS, run_tag) if job["name"] == "contact.created"]
-        runs.append(_apply(_bridged(jobs, run_tag), batch, batch_apply.apply_batch) * 1000 / len(jobs))
+        for name in paths if repeat % 2 == 0 else reversed(paths):
+            run_tag = f"{tag}-{name}-{repeat}"
+            jobs = [job for job in stream.generate(count, TENANTS, run_tag) if job["name"] == "contact.created"]
+            runs[name].append(_apply(_bridged(jobs, run_tag), batch, paths[name]) * 1000 / len(jobs))
+    per_event, batched = (statistics.median(runs[name]) for name in paths)
     return {
         "signups_per_run": count,
         "batch_size": batch,
         "repeats": repeats,
-        "signup_ms_per_event": round(statistics.median(runs), 3),
-        "runs_ms_per_event": [round(v, 3) for v in runs],
+        "signup_ms_per_event": round(per_event, 3),
+        "signup_batched_ms_per_event": round(batched, 3),
+        "signup_batched_speedup": round(per_event / batched, 2),
+        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in runs.items()},
+        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
     }
 
 

@@ -18,6 +18,7 @@ def run(bench: Bench) -> None:
     record.update(figures)
     record["signups"] = signups
     bench.results["inprocess_signup_ms_per_event"] = signups["signup_ms_per_event"]
+    bench.results["inprocess_signup_batched_ms_per_event"] = signups["signup_batched_ms_per_event"]
     bench.results["inprocess_per_event_ms_per_event"] = figures["per_event_ms_per_event"]
     bench.results["inprocess_set_based_ms_per_event"] = figures["set_based_ms_per_event"]
     bench.results["inprocess_set_based_speedup"] = figures["set_based_speedup"]

@@ -27,13 +27,13 @@ import psycopg
 from django.db import connection, models
 from django.utils import timezone
 
-from crm.models import ConsentSource, Profile, Segment
+from crm.models import ConsentSource, Profile
 from crm.services.backfill import Item, Step
 from crm.services.consent_order import consent_tiebreak
 from crm.services.contact_points import address_kind
 from crm.services.contacts import MESSAGING_LAWFUL_BASIS, ContactStatement
 from crm.services.profiles import _event_may_set, stamp
-from crm.services.segments import segment_members_add, segment_members_queryset
+from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh_ctes
 
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 
@@ -267,18 +267,19 @@ _CONSENT_SQL = """
 WITH s AS (
     SELECT * FROM unnest(
         %b::bigint[], %b::bigint[], %b::text[], %b::boolean[], %b::timestamptz[], %b::text[], %b::text[],
-        %b::boolean[], %b::text[]
+        %b::boolean[], %b::text[], %b::bigint[]
     ) WITH ORDINALITY AS s (
-        tenant_id, profile_id, channel, opted_in, occurred_at, tiebreak, address, address_stated, contact_id, n
+        tenant_id, profile_id, channel, opted_in, occurred_at, tiebreak, address, address_stated, contact_id,
+        source_event_id, n
     )
 ), change AS (
     INSERT INTO crm_consentchange
         (tenant_id, profile_id, channel, opted_in, occurred_at, recorded_at, source, source_event_id,
          actor_id, lawful_basis, superseded, tiebreak, address, address_stated, contact_id, received_at, warning)
-    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, now(), %s, NULL, NULL, %s, false, tiebreak,
-           address, address_stated, contact_id, NULL, ''
+    SELECT tenant_id, profile_id, channel, opted_in, occurred_at, now(), %s, source_event_id, NULL, %s, false,
+           tiebreak, address, address_stated, contact_id, NULL, ''
     FROM s ORDER BY n
-    RETURNING id, tenant_id, profile_id, channel, opted_in, occurred_at, source, address
+    RETURNING id, tenant_id, profile_id, channel, opted_in, occurred_at, source, address, source_event_id
 ), state AS (
     INSERT INTO crm_marketingconsent
         (tenant_id, profile_id, channel, opted_in, changed_at, source, deciding_change_id, address)
@@ -291,7 +292,7 @@ SELECT tenant_id, profile_id,
        jsonb_build_object(
            'channel', channel, 'opted_in', opted_in, 'source', source, 'address', address, 'consent_change_id', id
        ),
-       NULL, now()
+       source_event_id, now()
 FROM change ORDER BY id
 """
 
@@ -326,18 +327,20 @@ def _copy(cursor: psycopg.Cursor, table: str, columns: list[str], rows: list[tup
             copy.write_row(row)
 
 
-def _segments_join(by_tenant: dict[int, list[int]]) -> None:
-    """Segment membership of new profiles whose consent was stated (contact_statement_apply recomputes
-    it on each change)."""
-    for segment in Segment.objects.filter(tenant_id__in=list(by_tenant)):
-        members = segment_members_queryset(segment=segment).filter(pk__in=by_tenant[segment.tenant_id])
-        segment_members_add(segment=segment, members=members)
+# The new profiles' segment memberships, by the rules the per-event path applies (`segments`): one statement.
+_SEGMENTS_SQL = f"""
+WITH refreshed AS (SELECT {", ".join(SEGMENT_RULE_COLUMNS)} FROM crm_profile WHERE id = ANY(%s)),
+{segment_membership_refresh_ctes("refreshed")}
+SELECT 1
+"""
 
 
-def new_contacts_write(rows: list[ContactStatement]) -> None:
+def new_contacts_write(rows: list[ContactStatement]) -> dict[str, int]:
     """What contact_statement_apply does for each row planned "new" (module doc), in a few statements: the
     profiles and links by COPY (ids taken from the sequence first, in file order), the consent ledger,
-    state and activities in one statement, then segment membership."""
+    state and activities in one statement, then segment membership. Each row's `source_event_id` (the
+    inbox row of a worker's sign-up, None for a backfill row) is the source of its ledger rows and
+    activities, as on the per-event path. Returns the rows' tenants (external id: id)."""
     tenants = _tenants_ensure(sorted({r.tenant_external_id for r in rows}))
     now = timezone.now()
     defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
@@ -370,18 +373,37 @@ def new_contacts_write(rows: list[ContactStatement]) -> None:
             ],
         )
         statements = [
-            (t, pk, channel, opted_in, r.occurred_at, tiebreak, *_statement_address(r, channel), r.contact_id)
+            (
+                t,
+                pk,
+                channel,
+                opted_in,
+                r.occurred_at,
+                tiebreak,
+                *_statement_address(r, channel),
+                r.contact_id,
+                r.source_event_id,
+            )
             for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
             for channel, opted_in, tiebreak in _statements(r)
         ]
-        if not statements:
-            return
-        cursor.execute(
-            _CONSENT_SQL,
-            [[s[i] for s in statements] for i in range(9)]
-            + [ConsentSource.MESSAGING_EVENT.value, MESSAGING_LAWFUL_BASIS[:300]],
-        )
-    stated = {s[1] for s in statements}
-    _segments_join(
-        {t: [pk for pk, t2 in zip(ids, tenant_ids, strict=True) if t2 == t and pk in stated] for t in set(tenant_ids)}
-    )
+        if statements:
+            cursor.execute(
+                _CONSENT_SQL,
+                [[s[i] for s in statements] for i in range(10)]
+                + [ConsentSource.MESSAGING_EVENT.value, MESSAGING_LAWFUL_BASIS[:300]],
+            )
+            # contact_statement_apply recomputes a profile's segments when a statement changes its consent:
+            # every statement of a new profile does, and a profile without statements is never recomputed.
+            cursor.execute(_SEGMENTS_SQL, [sorted({s[1] for s in statements})])
+    return tenants
+
+
+def contacts_unknown(rows: list[ContactStatement]) -> list[bool]:
+    """For each statement (email and phone normalised): whether its contactId has no link and no profile
+    of its tenant holds its email or phone, in the lookups of `plan_bulk` (four queries). With nothing
+    shared among the rows, that is the disposition "new": the worker's set-based sign-ups use it."""
+    if not rows:
+        return []
+    lookups = _lookups(rows)
+    return [not any(key.startswith("profile:") for key in _keys(row, lookups)) for row in rows]

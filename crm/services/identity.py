@@ -13,7 +13,7 @@ profiles, the email match is chosen and the conflict is returned in `Resolution.
 the `PROFILE_UPDATED` activity's data under `identity_conflict`.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,13 +39,31 @@ def contact_link_check_tenant(*, link: ContactLink, tenant_external_id: str) -> 
         )
 
 
+def _identity_lock_names(*, tenant_external_id: str, contact_id: str, email: str, phone: str) -> list[str]:
+    return [
+        contact_lock_name(contact_id),
+        f"email:{tenant_external_id}:{email}" if email else "",
+        f"phone:{tenant_external_id}:{phone}" if phone else "",
+    ]
+
+
 def identity_lock(*, tenant_external_id: str, contact_id: str, email: str, phone: str) -> None:
     """Serialise identity resolution for this contactId, email and phone (across workers). Named by the
     tenant's external id, so that the lock can be taken before the tenant is looked up (or created)."""
     advisory_locks_acquire(
-        contact_lock_name(contact_id),
-        f"email:{tenant_external_id}:{email}" if email else "",
-        f"phone:{tenant_external_id}:{phone}" if phone else "",
+        *_identity_lock_names(tenant_external_id=tenant_external_id, contact_id=contact_id, email=email, phone=phone)
+    )
+
+
+def identity_locks(identities: Iterable[tuple[str, str, str, str]]) -> None:
+    """`identity_lock` for many (tenant external id, contact id, email, phone) at once: one statement,
+    every lock in the one key order `advisory_locks_acquire` uses (the worker's set-based sign-ups)."""
+    advisory_locks_acquire(
+        *(
+            name
+            for tenant, contact, email, phone in identities
+            for name in _identity_lock_names(tenant_external_id=tenant, contact_id=contact, email=email, phone=phone)
+        )
     )
 
 

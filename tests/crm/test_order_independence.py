@@ -39,7 +39,8 @@ from crm.models import (
 from crm.services.engagement import engagement_scores_refresh
 from crm.services.tenants import tenant_get_or_create
 from messaging_events.models import InboundEvent
-from messaging_events.services.batch_apply import apply_batch, fallback_batches
+from messaging_events.services import batch_signups
+from messaging_events.services.batch_apply import apply_batch, fallback_batches, set_based_signups
 from messaging_events.services.parking import unpark_contacts
 from tests.factories import (
     BASE_TIME,
@@ -77,6 +78,8 @@ SCORE_AT = BASE_TIME + timedelta(days=5)
 EXCLUDED_ACTIVITY_TYPES = {ActivityType.PROFILE_UPDATED, ActivityType.PROFILE_MERGED}
 
 EXAMPLES = int(os.environ.get("ORDER_PROPERTY_EXAMPLES", "200"))
+# Batched examples of the property, and those whose batches applied sign-ups set-based (`batch_signups`).
+REACHED: Counter[str] = Counter()
 minutes = st.integers(min_value=0, max_value=600)
 opt = st.none() | st.booleans()
 
@@ -442,9 +445,17 @@ def test_final_state_does_not_depend_on_arrival_order_or_path(stream: list[tuple
     if data.draw(st.booleans(), label="batched"):
         arrival = _with_copies(arrival, data)
         sizes = data.draw(st.lists(st.integers(1, 64), min_size=1, max_size=len(arrival)), label="batch sizes")
-        fallbacks = fallback_batches()
-        actual = final_state(lambda: _apply_in_batches([job for _, job in arrival], sizes), tables)
+        fallbacks, signups = fallback_batches(), set_based_signups()
+        # Every new sign-up sharing nothing with its batch-mates takes the set-based path, even alone in its
+        # batch (the worker waits for two: a cost decision, not a correctness one).
+        minimum, batch_signups.SET_BASED_SIGNUPS_MIN = batch_signups.SET_BASED_SIGNUPS_MIN, 1
+        try:
+            actual = final_state(lambda: _apply_in_batches([job for _, job in arrival], sizes), tables)
+        finally:
+            batch_signups.SET_BASED_SIGNUPS_MIN = minimum
         assert fallback_batches() == fallbacks  # the set-based path itself was tested, not its fallback
+        REACHED["batched examples"] += 1
+        REACHED["with set-based sign-ups"] += set_based_signups() > signups
     else:
         actual = final_state(lambda: [process(job) for _, job in arrival], tables)
     in_order = [job for _, job in sorted(arrival, key=lambda pair: pair[0])]
@@ -453,6 +464,14 @@ def test_final_state_does_not_depend_on_arrival_order_or_path(stream: list[tuple
     for state in (expected, actual):
         statuses = Counter(row[3] for row in state["inbox"])
         assert statuses.keys() <= {"applied", "ignored", "rejected"}, statuses
+
+
+def test_the_property_reached_the_set_based_sign_ups() -> None:
+    """Runs after the property (pytest keeps a module's order): new contacts' sign-ups sharing nothing with
+    their batch-mates took the set-based path in some of its batched examples, not only the per-event one."""
+    if REACHED["batched examples"] < 20:
+        pytest.skip("the property ran too few batched examples in this session")
+    assert REACHED["with set-based sign-ups"] > 0, REACHED
 
 
 def _with_copies(arrival: list[tuple], data: st.DataObject) -> list[tuple]:
