@@ -13,6 +13,9 @@ case "$STACK_DIR" in /*) ;; *) STACK_DIR="$ROOT/$STACK_DIR" ;; esac
 PG_PORT="${PG_PORT:-54329}"
 REDIS_PORT="${REDIS_PORT:-63799}"
 PG_DB="${PG_DB:-crm}"
+# fsync of the PostgreSQL cluster: on for `make up` and the bench; `start_test_stack` turns it off for the
+# test cluster (docs/decisions.md, "fsync off in the test cluster only").
+PG_FSYNC="${PG_FSYNC:-on}"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 # One sentence on what cannot work and what to do, then stop.
@@ -137,7 +140,7 @@ start_postgres() {
   else
     log "starting postgres on 127.0.0.1:$PG_PORT"
     as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start \
-      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c shared_buffers=256MB -c fsync=on" >/dev/null \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c shared_buffers=256MB -c fsync=$PG_FSYNC" >/dev/null \
       || die "PostgreSQL did not start on port $PG_PORT; its log is $data/server.log."
   fi
   "$(pg_tool psql)" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
@@ -214,6 +217,8 @@ start_test_stack() {
   ensure_system_packages
   ensure_venv requirements-dev.txt
   ensure_node_modules
+  # Exported: the fault tests restart this cluster with `start_postgres` in a child shell.
+  export PG_FSYNC=off
   start_postgres
   start_redis
   trap 'stop_redis; stop_postgres' EXIT

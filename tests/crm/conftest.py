@@ -5,7 +5,7 @@ import pytest
 from tests.processes import processes  # noqa: F401  (the fixture, for this package's process tests)
 
 # The order-independence properties run hundreds of generated streams through the real handlers; the
-# backfill differential test imports six generated files row by row as its reference.
+# backfill differential test imports three generated files row by row as its reference.
 SLOW_MODULES = {
     "test_order_independence.py",
     "test_order_independence_consent.py",

@@ -277,8 +277,10 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def snapshot() -> dict:
-    """The comparable state, per profile keyed by its contactIds (ids and arrival-dependent fields left out)."""
+def snapshot(*, activity_rows: bool = False) -> dict:
+    """The comparable state, per profile keyed by its contactIds (ids and arrival-dependent fields left out).
+    With `activity_rows`, each profile's activities also with their time and data (`tables`), from the same
+    prefetched rows."""
     state = {}
     for profile in Profile.objects.select_related("tenant").prefetch_related(
         "contact_links",
@@ -368,6 +370,12 @@ def snapshot() -> dict:
                 )
             ),
         }
+        if activity_rows:
+            state[_key(profile)]["activity_rows"] = sorted(
+                (a.type, a.occurred_at.isoformat(), sorted(_without_row_ids(a.data).items()))
+                for a in profile.activities.all()
+                if a.type not in EXCLUDED_ACTIVITY_TYPES
+            )
     return state
 
 
@@ -383,13 +391,7 @@ def _without_row_ids(data: dict) -> dict:
 def tables() -> dict:
     """`snapshot()` plus every activity with its time and data, and the inbox: per event identity its
     type, status, number of deliveries and, unless applied, its reason."""
-    state = snapshot()
-    for profile in Profile.objects.select_related("tenant").prefetch_related("contact_links", "activities"):
-        state[_key(profile)]["activity_rows"] = sorted(
-            (a.type, a.occurred_at.isoformat(), sorted(_without_row_ids(a.data).items()))
-            for a in profile.activities.all()
-            if a.type not in EXCLUDED_ACTIVITY_TYPES
-        )
+    state = snapshot(activity_rows=True)
     rows = InboundEvent.objects.values_list(
         "tenant_ref", "idempotency_key", "event_type", "status", "deliveries", "error"
     )
@@ -406,17 +408,25 @@ class _Rollback(Exception):
     pass
 
 
+def _segments() -> None:
+    """Both tenants and their segments, made once per test: outside the rolled-back block, they stay in
+    the test's transaction for every example (the same rows each example made and rolled back before)."""
+    if Segment.objects.filter(tenant__external_id__in=(TENANT, OTHER_TENANT)).count() == 6:
+        return
+    for tenant in (tenant_get_or_create(TENANT), tenant_get_or_create(OTHER_TENANT)):
+        Segment.objects.create(tenant=tenant, name="email", required_consent_channel="email")
+        Segment.objects.create(
+            tenant=tenant, name="sms-engaged", required_consent_channel="sms", min_engagement_score=5
+        )
+        Segment.objects.create(tenant=tenant, name="engaged", min_engagement_score=10)
+
+
 def final_state(apply: Callable[[], object], snap: Callable[[], dict] = snapshot) -> dict:
-    """Set up the segments, `apply`, re-apply parked events, score at a fixed time, `snap`; roll back."""
+    """With the segments set up, `apply`, re-apply parked events, score at a fixed time, `snap`; roll back."""
     result: dict = {}
+    _segments()
     try:
         with transaction.atomic():
-            for tenant in (tenant_get_or_create(TENANT), tenant_get_or_create(OTHER_TENANT)):
-                Segment.objects.create(tenant=tenant, name="email", required_consent_channel="email")
-                Segment.objects.create(
-                    tenant=tenant, name="sms-engaged", required_consent_channel="sms", min_engagement_score=5
-                )
-                Segment.objects.create(tenant=tenant, name="engaged", min_engagement_score=10)
             apply()
             unpark_contacts(sorted(CONTACTS) + [f"b.{contact_id}" for contact_id in sorted(CONTACTS)])
             engagement_scores_refresh(profile_ids=list(Profile.objects.values_list("pk", flat=True)), now=SCORE_AT)

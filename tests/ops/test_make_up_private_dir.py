@@ -22,8 +22,16 @@ from tests.processes import ROOT, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the mode-700 case is about root running PostgreSQL")
 
-# The test's own stack settings must not leak into the child: `make up` starts its own servers.
-CHILD_ENV_DROP = ("DATABASE_URL", "CELERY_BROKER_URL", "BULLMQ_REDIS_URL", "DJANGO_SETTINGS_MODULE", "STACK_DIR")
+# The test's own stack settings must not leak into the child: `make up` starts its own servers (with fsync
+# on: `PG_FSYNC=off` is the test cluster's alone).
+CHILD_ENV_DROP = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "BULLMQ_REDIS_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "STACK_DIR",
+    "PG_FSYNC",
+)
 
 
 def checkout_copy(target: Path) -> None:

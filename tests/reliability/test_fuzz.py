@@ -190,6 +190,11 @@ def _identity(job: dict) -> str:
 
 
 def test_malformed_jobs_are_all_rejected_and_valid_ones_still_applied(processes: Processes) -> None:
+    # The processes start while Hypothesis draws the jobs (tens of seconds of this process's CPU); nothing is
+    # published before every one of them is ready.
+    worker = processes.start_worker(wait=False)
+    processes.start_beat(env=BEAT_ENV, wait=False)
+    processes.start_bridge(env={"BRIDGE_MAX_JOB_BYTES": "16384"}, wait=False)
     malformed = [_with_timestamp(job, n) for n, job in enumerate(generate_malformed_jobs(MALFORMED_JOBS))]
     partial = [_with_timestamp(job, PARTIAL_SEQ_START + n) for n, job in enumerate(generate_partial_jobs(PARTIAL_JOBS))]
     valid = known_stream("fv", 40)
@@ -202,9 +207,6 @@ def test_malformed_jobs_are_all_rejected_and_valid_ones_still_applied(processes:
     mixed.extend(partial[len(valid.jobs) * 5 :])
     mixed.append(PARTIAL_CONTACT)  # the contact the partial message events name: they unpark and apply
 
-    worker = processes.start_worker(wait=False)
-    processes.start_beat(env=BEAT_ENV, wait=False)
-    processes.start_bridge(env={"BRIDGE_MAX_JOB_BYTES": "16384"}, wait=False)
     processes.wait_ready()
     pool = {child.pid for child in psutil.Process(worker.pid).children()}
     publish_jobs(mixed)
@@ -332,10 +334,10 @@ def generate_hostile_jobs(count: int) -> list[dict]:
 
 
 def test_hostile_content_never_fails_a_job_and_every_job_gets_one_inbox_row(processes: Processes) -> None:
+    worker = processes.start_worker(wait=False)  # starting while the jobs are drawn
+    processes.start_bridge(wait=False)
     hostile = generate_hostile_jobs(HOSTILE_JOBS)
     valid = known_stream("hv", 10)
-    worker = processes.start_worker(wait=False)
-    processes.start_bridge(wait=False)
     processes.wait_ready()
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)  # only so that this process can write the deepest jobs as JSON
