@@ -59,6 +59,14 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:54329/crm")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# psycopg prepares a statement at its sixth execution on a connection; only the worker's large statements
+# can be prepared (they bind on the server: crm/services/prepared.py), so PostgreSQL parses and plans them
+# once per connection (docs/decisions.md, "Prepared statements for the worker's large statements").
+# DJANGO_DB_PREPARED_STATEMENTS=false behind a transaction pooler that cannot keep prepared statements.
+DATABASES["default"]["OPTIONS"] = {
+    **DATABASES["default"].get("OPTIONS", {}),
+    "prepare_threshold": 5 if env.bool("DJANGO_DB_PREPARED_STATEMENTS", default=True) else None,
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

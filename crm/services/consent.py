@@ -48,6 +48,7 @@ from crm.services.contact_points import (
     address_kind,
     profile_lock_addresses,
 )
+from crm.services.prepared import prepared_cursor
 from crm.services.recordsets import recordset_json
 from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh_ctes
 
@@ -124,7 +125,7 @@ def _statement_context(
         "profile": profile_id,
         "channels": channels,
     }
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CONTEXT_SQL, params)
         rows = cursor.fetchall()
     kinds_found, times, keys, stated = rows[0][:4]
@@ -437,7 +438,7 @@ def _record_and_decide(
                 "activity_type": consent_activity_type(change.opted_in),
             }
         )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_RECORD_SQL, {"rows": recordset_json(rows), "profile": profile.pk})
         return dict(cursor.fetchall())
 

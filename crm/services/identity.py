@@ -22,6 +22,7 @@ from django.db import connection
 from crm.errors import TenantMismatch
 from crm.models import ContactLink, Profile, Tenant
 from crm.services.locks import advisory_locks_acquire, contact_lock_name
+from crm.services.prepared import prepared_cursor
 from crm.services.tenants import tenant_get_or_create
 
 
@@ -112,7 +113,7 @@ def contact_resolve(*, tenant_external_id: str, contact_id: str, email: str, pho
     A link to a real profile ends the search; a missing link or a link to a stub looks for another
     profile of the tenant by email, then phone. A link under another tenant raises `TenantMismatch`.
     """
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _RESOLVE_SQL, {"tenant": tenant_external_id, "contact": contact_id, "email": email, "phone": phone}
         )

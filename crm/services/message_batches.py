@@ -29,14 +29,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
-
 from crm.models import ActivityType, AttributionEvent, InteractionType
 from crm.services.attribution import click_attribution
 from crm.services.engagement import engagement_refresh_request_many
 from crm.services.interactions import EMAIL_CHANNEL, INTERACTION_ON_CONFLICT_SQL, merge_sql, message_locks_acquire
 from crm.services.locks import profiles_lock
 from crm.services.messages import email_clicked_data, email_opened_data, message_sent_data
+from crm.services.prepared import prepared_cursor
 from crm.services.recordsets import recordset_json
 
 BATCHED_INTERACTIONS = (
@@ -153,7 +152,7 @@ def contact_links_fetch(*, contact_ids: Iterable[str]) -> dict[str, LinkRow]:
     ids = sorted(set(contact_ids))
     if not ids:
         return {}
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_LINKS_SQL, [ids])
         return {row[0]: LinkRow(*row) for row in cursor.fetchall()}
 
@@ -248,7 +247,7 @@ def _insert_activities(records: list[MessageRecord]) -> None:
         }
         for r in records
     ]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_ACTIVITIES_SQL, [recordset_json(rows)])
 
 
@@ -270,7 +269,7 @@ def _upsert_interactions(records: list[MessageRecord]) -> None:
         rows.append(row)
     sent = sorted({(r.tenant_id, r.message_id) for r in records if r.kind == InteractionType.SENT})
     message_locks_acquire(sent=sent, others={(r.tenant_id, r.message_id) for r in records})
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_INTERACTIONS_SQL, [recordset_json(rows)])
         if sent:
             keys = [{"tenant_id": tenant_id, "message_id": message_id} for tenant_id, message_id in sent]
@@ -279,7 +278,7 @@ def _upsert_interactions(records: list[MessageRecord]) -> None:
 
 def _touch_profiles(touches: dict[int, dict[str, datetime]]) -> None:
     rows = [{"id": pk, **touches[pk]} for pk in sorted(touches)]  # absent fields read as NULL: GREATEST skips them
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_TOUCH_SQL, [recordset_json(rows)])
 
 

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
 from crm.models import Channel, Profile, Segment, SegmentMembership
+from crm.services.prepared import prepared_cursor
 
 # What a profile's memberships depend on: its id, tenant and these rule fields.
 SEGMENT_RULE_COLUMNS = (
@@ -57,7 +58,7 @@ SELECT 1
 def segment_membership_refresh(*, profile: Profile) -> None:
     """Recompute the segments one profile belongs to, from its current row (not the passed object), in
     one statement."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_REFRESH_SQL, [profile.pk])
 
 

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from crm.errors import ApplicationError
 from crm.models import ContactLink, Tenant
+from crm.services.prepared import prepared_cursor
 from messaging_events import error_tracking, metrics
 from messaging_events.contract.jobs import (
     OVERSIZED_MARKER,
@@ -138,7 +139,7 @@ def _claim(parsed: Event[Payload] | Rejection, *, count_delivery: bool, replay: 
         "delivery": 1 if count_delivery else 0,
         "replay": replay,
     }
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, params)
         row_id, status, inserted, other_content = cursor.fetchone()
     return Claim(row_id, status, inserted, other_content)
