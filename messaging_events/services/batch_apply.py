@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from crm.errors import ApplicationError
 from crm.models import ContactLink, InteractionType, Tenant
@@ -48,6 +48,7 @@ from crm.services.contacts import ContactImportOutcome
 from crm.services.identity import contact_link_check_tenant, identity_locks
 from crm.services.locks import contact_identities_wait
 from crm.services.message_batches import LinkRow, MessageRecord, contact_links_fetch, message_records_apply
+from crm.services.prepared import prepared_cursor
 from crm.services.recordsets import recordset_json
 from crm.services.tenants import tenant_get_or_create
 from messaging_events import metrics
@@ -205,7 +206,7 @@ def _claim_rows(claims: list[_Claim]) -> None:
     by_identity = {claim.identity: claim for claim in claims}
     rows = [_claim_row(claim, n) for n, claim in enumerate(claims)]
     hashes = {(row["tenant_ref"], row["event_type"], row["idempotency_key"]): row["content_hash"] for row in rows}
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [recordset_json(rows)])
         returned = cursor.fetchall()
     for row_id, tenant_ref, event_type, key, status, inserted, stored_hash in returned:
@@ -266,7 +267,7 @@ def _close(judged: list[tuple[_Claim, Outcome]]) -> None:
         }
         for c, outcome in judged
     ]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CLOSE_SQL, [recordset_json(rows)])
 
 
