@@ -16,7 +16,7 @@ from crm.models import ContactLink
 from messaging_events import handlers
 from messaging_events.contract.routing import EventType
 from messaging_events.models import InboundEvent
-from messaging_events.services import parking
+from messaging_events.services import batch_signups, parking
 from messaging_events.tasks import apply_event_batch
 from tests.factories import contact_created_job
 
@@ -44,6 +44,8 @@ def test_events_hitting_an_outage_after_a_linking_event_are_retried_not_lost(mon
                     raise OperationalError("the database system is shutting down")
                 return InboundEvent.objects.filter(**kwargs)
 
+    # The two sign-ups take the per-event path: a batch of two or more new ones is otherwise applied set-based.
+    monkeypatch.setattr(batch_signups, "SET_BASED_SIGNUPS_MIN", 3)
     monkeypatch.setitem(handlers.HANDLERS, EventType.CONTACT_CREATED, outage_for_second_contact)
     monkeypatch.setattr(parking, "InboundEvent", InboxWhileDown)
     jobs: list[dict[str, Any]] = [
