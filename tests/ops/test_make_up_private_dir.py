@@ -20,7 +20,12 @@ import pytest
 
 from tests.processes import ROOT, free_port
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the mode-700 case is about root running PostgreSQL")
+# `processes`: `make up` starts the whole system (PostgreSQL, Redis, web, bridge, worker, beat, Flower), and
+# `make test` a second stack, so these are process tests and stay out of `make test-fast`.
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the mode-700 case is about root running PostgreSQL"),
+]
 
 # The test's own stack settings must not leak into the child: `make up` starts its own servers (with fsync
 # on: `PG_FSYNC=off` is the test cluster's alone).
