@@ -4,7 +4,7 @@ import sys
 import tempfile
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -47,3 +47,17 @@ def _serve_worker_metrics(**_: object) -> None:
         from messaging_events.metrics import serve_metrics
 
         serve_metrics(int(_METRICS_PORT))
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_database_connections(sender: object = None, **_: object) -> None:
+    """What Django does around each request, around each task: close a connection past CONN_MAX_AGE, left
+    unusable by an error, or left in a transaction, and check the kept one's health before its first query.
+    Celery's own fix-up would close it every time (CELERY_DB_REUSE_MAX). An eager task runs inside its
+    caller's transaction (tests), so it is left alone, as the fix-up leaves it."""
+    from django.db import close_old_connections
+
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    close_old_connections()

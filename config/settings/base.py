@@ -121,6 +121,11 @@ CELERY_TASK_ACKS_ON_TIMEOUT = False
 # while a `high` batch waits in Redis. See docs/decisions.md.
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fix-up closes every database connection before and after each task unless this is set
+# (celery PR #9824): a fresh PostgreSQL backend per batch, with cold caches and no prepared statements. Set,
+# it closes them only every 2 x this many tasks; `config.celery_app` gives tasks Django's own request
+# lifecycle instead (close_old_connections: CONN_MAX_AGE and the health check). See docs/decisions.md.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1_000_000)
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
