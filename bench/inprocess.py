@@ -15,6 +15,10 @@ With `--signups N`, it times the stream's `contact.created` events instead (new 
 email and SMS opt-in flags, `messaging_events.streams.mixed.generate`): N per run per event
 (`inbox.process_batch`) and N through `batch_apply.apply_batch`, which applies them set-based
 (docs/performance.md, "Set-based sign-ups").
+
+With `--unpark N`, it times re-applying N parked events of a campaign (messages that overtook their contacts'
+sign-ups) once their contacts are linked: one by one, as `parking.unpark_contacts` did before, and through
+`parking.unpark_contacts` (the message events set-based, in chunks).
 """
 
 import argparse
@@ -122,6 +126,53 @@ def preferences(*, count: int = 300, repeats: int = 3, tag: str = "preferences")
     }
 
 
+def _unpark_one_by_one(contact_ids: list[str]) -> int:
+    """The per-event replay `parking.unpark_contacts` ran before its message events were set-based."""
+    from messaging_events.models import InboundEvent
+    from messaging_events.services import inbox
+
+    rows = InboundEvent.objects.filter(status="parked", messaging_contact_id__in=contact_ids).order_by(
+        "occurred_at", "id"
+    )
+    for row in rows:
+        inbox.process_job(inbox.job_from_row(row), replay=True)
+    return len(rows)
+
+
+def unpark(*, count: int = 1000, repeats: int = 3, tag: str = "unpark") -> dict:
+    """Median ms/event of re-applying `count` parked campaign events (a few bounces and failures among them)
+    after their contacts signed up, one by one and through `parking.unpark_contacts`, alternating which goes
+    first; new contacts each run. Parking and the sign-ups are not timed."""
+    from messaging_events.services import batch_apply, parking
+
+    paths: dict[str, Callable[[list[str]], int]] = {
+        "per_event": _unpark_one_by_one,
+        "set_based": parking.unpark_contacts,
+    }
+    runs: dict[str, list[float]] = {name: [] for name in paths}
+    fallbacks = batch_apply.fallback_batches()
+    for repeat in range(repeats):
+        for name in paths if repeat % 2 == 0 else reversed(paths):
+            run_tag = f"{tag}-{name}-{repeat}"
+            people = stream.contacts_of(count, TENANTS, run_tag)
+            _apply(_bridged(stream.campaign(people, run_tag)[:count], run_tag), 32, batch_apply.apply_batch)
+            signups = [job for job in stream.generate(count, TENANTS, run_tag) if job["name"] == "contact.created"]
+            _apply(_bridged(signups, f"{run_tag}-signup"), 32, batch_apply.apply_batch)
+            started = time.perf_counter()
+            unparked = paths[name]([person.contact_id for person in people])
+            runs[name].append((time.perf_counter() - started) * 1000 / unparked)
+    per_event, set_based = (statistics.median(runs[name]) for name in paths)
+    return {
+        "parked_per_run": count,
+        "repeats": repeats,
+        "unpark_per_event_ms_per_event": round(per_event, 3),
+        "unpark_ms_per_event": round(set_based, 3),
+        "unpark_speedup": round(per_event / set_based, 2),
+        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in runs.items()},
+        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+    }
+
+
 def main() -> None:
     import django
 
@@ -136,12 +187,15 @@ def main() -> None:
         default=0,
         help="time N contactPreference.updated (existing contacts) per run instead",
     )
+    parser.add_argument("--unpark", type=int, default=0, help="time re-applying N parked events instead")
     parser.add_argument("--tag", default=f"inproc{int(time.time())}")
     args = parser.parse_args()
     django.setup()
     logging.disable(logging.INFO)  # the per-event log lines are the same for both paths; keep stdout readable
     if args.signups:
         figures = signups(count=args.signups, batch=args.batch, repeats=args.repeats, tag=args.tag)
+    elif args.unpark:
+        figures = unpark(count=args.unpark, repeats=args.repeats, tag=args.tag)
     elif args.preferences:
         figures = preferences(count=args.preferences, repeats=args.repeats, tag=args.tag)
     else:
