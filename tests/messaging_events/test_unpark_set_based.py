@@ -24,7 +24,7 @@ from tests.factories import (
     message_sent_job,
     process,
 )
-from tests.messaging_events.test_batch_apply import campaign, state
+from tests.messaging_events.test_batch_apply import _refuse_interactions_for, campaign, state
 
 pytestmark = pytest.mark.django_db
 
@@ -208,3 +208,29 @@ def test_a_row_rejected_meanwhile_is_judged_again_as_the_per_event_replay_judges
     assert actual == expected
     [row] = [row[3:6] for row in expected if row[2] == "x"]
     assert row == ("rejected", 1, 2)  # judged twice, delivered once
+
+
+def test_a_chunk_that_raises_is_rolled_back_and_replayed_one_by_one(caplog: pytest.LogCaptureFixture) -> None:
+    """As a live batch's fallback: counted and logged, and only the poisoned event ends `failed`."""
+    jobs = [*campaign("c-a"), message_sent_job(contact_id="c-b", message_id="m-poison", event_id="p")]
+    assert batch_apply.apply_batch(jobs).statuses == {"parked": 6}
+    link()
+    _refuse_interactions_for("m-poison")
+    fallbacks = batch_apply.fallback_batches()
+
+    assert parking.unpark_contacts(list(PEOPLE)) == 6
+
+    assert batch_apply.fallback_batches() == fallbacks + 1
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch_fallback")]
+    assert line == f"batch_fallback events=6 fallbacks={fallbacks + 1} error=ProgrammingError sqlstate=P0001"
+    rows = {key: (status, deliveries, attempts) for key, status, deliveries, attempts in _messages()}
+    assert rows.pop("p")[:2] == ("failed", 1)
+    assert set(rows.values()) == {("applied", 1, 2)}  # parked once, applied once, the rolled-back try left nothing
+
+
+def _messages() -> list[tuple]:
+    return list(
+        InboundEvent.objects.exclude(event_type="contact.created").values_list(
+            "idempotency_key", "status", "deliveries", "attempts"
+        )
+    )
