@@ -48,6 +48,16 @@ def _apply(jobs: list[dict], batch: int, apply: Callable) -> float:
     return time.perf_counter() - started
 
 
+def _runs(runs: dict[str, list[float]], fallbacks: int) -> dict:
+    """Each path's runs in ms/event, and the set-based batches that fell back since there were `fallbacks`."""
+    from messaging_events.services import batch_apply
+
+    return {
+        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in runs.items()},
+        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+    }
+
+
 def compare(*, contacts: int = 300, batch: int = 32, repeats: int = 3, tag: str = "inproc") -> dict:
     """Median ms/event of each path over `repeats` campaigns, and the speed-up of the set-based path."""
     from messaging_events.services import batch_apply, inbox
@@ -73,8 +83,7 @@ def compare(*, contacts: int = 300, batch: int = 32, repeats: int = 3, tag: str 
         "per_event_ms_per_event": round(per_event, 3),
         "set_based_ms_per_event": round(set_based, 3),
         "set_based_speedup": round(per_event / set_based, 2),
-        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in ms_per_event.items()},
-        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+        **_runs(ms_per_event, fallbacks),
     }
 
 
@@ -100,8 +109,7 @@ def signups(*, count: int = 2000, batch: int = 32, repeats: int = 3, tag: str = 
         "signup_ms_per_event": round(per_event, 3),
         "signup_batched_ms_per_event": round(batched, 3),
         "signup_batched_speedup": round(per_event / batched, 2),
-        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in runs.items()},
-        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+        **_runs(runs, fallbacks),
     }
 
 
@@ -126,8 +134,9 @@ def preferences(*, count: int = 300, repeats: int = 3, tag: str = "preferences")
     }
 
 
-def _unpark_one_by_one(contact_ids: list[str]) -> int:
-    """The per-event replay `parking.unpark_contacts` ran before its message events were set-based."""
+def unpark_one_by_one(contact_ids: list[str]) -> int:
+    """The per-event replay `parking.unpark_contacts` ran before its message events were set-based: every
+    parked row alone, oldest first (the bench's and `test_unpark_set_based`'s reference)."""
     from messaging_events.models import InboundEvent
     from messaging_events.services import inbox
 
@@ -146,7 +155,7 @@ def unpark(*, count: int = 1000, repeats: int = 3, tag: str = "unpark") -> dict:
     from messaging_events.services import batch_apply, parking
 
     paths: dict[str, Callable[[list[str]], int]] = {
-        "per_event": _unpark_one_by_one,
+        "per_event": unpark_one_by_one,
         "set_based": parking.unpark_contacts,
     }
     runs: dict[str, list[float]] = {name: [] for name in paths}
@@ -168,8 +177,7 @@ def unpark(*, count: int = 1000, repeats: int = 3, tag: str = "unpark") -> dict:
         "unpark_per_event_ms_per_event": round(per_event, 3),
         "unpark_ms_per_event": round(set_based, 3),
         "unpark_speedup": round(per_event / set_based, 2),
-        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in runs.items()},
-        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+        **_runs(runs, fallbacks),
     }
 
 

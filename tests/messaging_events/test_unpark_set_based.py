@@ -10,6 +10,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from bench.inprocess import unpark_one_by_one
 from messaging_events.contract.jobs import parse_job
 from messaging_events.models import InboundEvent
 from messaging_events.services import batch_apply, inbox, parking
@@ -86,16 +87,6 @@ def inbox_rows() -> list[tuple]:
             "applied_at",
         )
     )
-
-
-def unpark_one_by_one(contact_ids: list[str]) -> int:
-    """The reference: the per-event replay `unpark_contacts` ran before, every parked row alone, oldest first."""
-    rows = InboundEvent.objects.filter(status="parked", messaging_contact_id__in=contact_ids).order_by(
-        "occurred_at", "id"
-    )
-    for row in rows:
-        inbox.process_job(inbox.job_from_row(row), replay=True)
-    return len(rows)
 
 
 def rows() -> dict[str, Any]:
