@@ -332,6 +332,7 @@ def _apply_claims(claims: list[_Claim], *, replay: bool = False) -> None:
 
 
 def _runnable(status: str, *, replay: bool) -> bool:
+    """Whether a claimed row is judged now, by `inbox._runnable`'s rule (its log lines are `_report`'s)."""
     return status not in FINAL_STATUSES or (replay and status == InboundEventStatus.REJECTED)
 
 
