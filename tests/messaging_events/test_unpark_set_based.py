@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from bench.inprocess import unpark_one_by_one
+from crm.models import Activity
 from messaging_events.contract.jobs import parse_job
 from messaging_events.models import InboundEvent
 from messaging_events.services import batch_apply, inbox, parking
@@ -19,6 +20,7 @@ from tests.factories import (
     TENANT,
     at,
     contact_created_job,
+    email_opened_job,
     message_bounced_job,
     message_delivered_job,
     message_failed_job,
@@ -225,3 +227,36 @@ def _messages() -> list[tuple]:
             "idempotency_key", "status", "deliveries", "attempts"
         )
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unparking_while_a_live_batch_redelivers_the_same_events_applies_each_once() -> None:
+    """Two connections released together: the unpark, and a live batch with redeliveries of the parked
+    events (in reverse) and new events of the same messages. Whichever claims a row first applies it; the
+    other finds it final. Each delivery and effect counts once and neither falls back. (That they cannot
+    deadlock follows from the shared lock order, docs/architecture.md; these runs rarely overlap inside one
+    claim statement, so they do not prove it: with the unpark's claims in reverse order they still pass.)"""
+    for round_ in range(3):
+        fallbacks = batch_apply.fallback_batches()
+        parked = _race([f"c-race{round_}-{n}" for n in range(4)])
+        assert batch_apply.fallback_batches() == fallbacks
+        rows = InboundEvent.objects.filter(idempotency_key__in=[job["data"]["payload"]["eventId"] for job in parked])
+        assert set(rows.values_list("status", "deliveries", "attempts")) == {("applied", 2, 2)}
+    assert Activity.objects.filter(type="EMAIL_OPENED").count() == 3 * 4 * 3
+
+
+def _race(contacts: list[str]) -> list[dict]:
+    """Park a campaign to these contacts, link them, then unpark it while a live batch redelivers it, in
+    reverse, with one more open of each message; returns the parked jobs."""
+    from tests.messaging_events.test_concurrent_claims import _at_once
+
+    parked = [job for n, contact_id in enumerate(contacts) for job in campaign(contact_id, minute=n)]
+    assert batch_apply.apply_batch(parked).statuses == {"parked": len(parked)}
+    for contact_id in contacts:
+        process(contact_created_job(contact_id=contact_id, email=f"{contact_id}@example.com", timestamp=at(-9)))
+    live = [*reversed(parked)] + [
+        email_opened_job(contact_id=contact_id, message_id=f"m-{contact_id}-0", event_id=f"late-{contact_id}")
+        for contact_id in contacts
+    ]
+    _at_once(lambda: parking.unpark_contacts(contacts), lambda: batch_apply.apply_batch(live))
+    return parked
