@@ -15,6 +15,10 @@ With `--signups N`, it times the stream's `contact.created` events instead (new 
 email and SMS opt-in flags, `messaging_events.streams.mixed.generate`): N per run per event
 (`inbox.process_batch`) and N through `batch_apply.apply_batch`, which applies them set-based
 (docs/performance.md, "Set-based sign-ups").
+
+With `--unpark N`, it times re-applying N parked events of a campaign (messages that overtook their contacts'
+sign-ups) once their contacts are linked: one by one, as `parking.unpark_contacts` did before, and through
+`parking.unpark_contacts` (the message events set-based, in chunks).
 """
 
 import argparse
@@ -44,6 +48,16 @@ def _apply(jobs: list[dict], batch: int, apply: Callable) -> float:
     return time.perf_counter() - started
 
 
+def _runs(runs: dict[str, list[float]], fallbacks: int) -> dict:
+    """Each path's runs in ms/event, and the set-based batches that fell back since there were `fallbacks`."""
+    from messaging_events.services import batch_apply
+
+    return {
+        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in runs.items()},
+        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+    }
+
+
 def compare(*, contacts: int = 300, batch: int = 32, repeats: int = 3, tag: str = "inproc") -> dict:
     """Median ms/event of each path over `repeats` campaigns, and the speed-up of the set-based path."""
     from messaging_events.services import batch_apply, inbox
@@ -69,8 +83,7 @@ def compare(*, contacts: int = 300, batch: int = 32, repeats: int = 3, tag: str 
         "per_event_ms_per_event": round(per_event, 3),
         "set_based_ms_per_event": round(set_based, 3),
         "set_based_speedup": round(per_event / set_based, 2),
-        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in ms_per_event.items()},
-        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+        **_runs(ms_per_event, fallbacks),
     }
 
 
@@ -96,8 +109,7 @@ def signups(*, count: int = 2000, batch: int = 32, repeats: int = 3, tag: str = 
         "signup_ms_per_event": round(per_event, 3),
         "signup_batched_ms_per_event": round(batched, 3),
         "signup_batched_speedup": round(per_event / batched, 2),
-        "runs_ms_per_event": {name: [round(v, 3) for v in values] for name, values in runs.items()},
-        "fallback_batches": batch_apply.fallback_batches() - fallbacks,
+        **_runs(runs, fallbacks),
     }
 
 
@@ -122,6 +134,53 @@ def preferences(*, count: int = 300, repeats: int = 3, tag: str = "preferences")
     }
 
 
+def unpark_one_by_one(contact_ids: list[str]) -> int:
+    """The per-event replay `parking.unpark_contacts` ran before its message events were set-based: every
+    parked row alone, oldest first (the bench's and `test_unpark_set_based`'s reference)."""
+    from messaging_events.models import InboundEvent
+    from messaging_events.services import inbox
+
+    rows = InboundEvent.objects.filter(status="parked", messaging_contact_id__in=contact_ids).order_by(
+        "occurred_at", "id"
+    )
+    for row in rows:
+        inbox.process_job(inbox.job_from_row(row), replay=True)
+    return len(rows)
+
+
+def unpark(*, count: int = 1000, repeats: int = 3, tag: str = "unpark") -> dict:
+    """Median ms/event of re-applying `count` parked campaign events (a few bounces and failures among them)
+    after their contacts signed up, one by one and through `parking.unpark_contacts`, alternating which goes
+    first; new contacts each run. Parking and the sign-ups are not timed."""
+    from messaging_events.services import batch_apply, parking
+
+    paths: dict[str, Callable[[list[str]], int]] = {
+        "per_event": unpark_one_by_one,
+        "set_based": parking.unpark_contacts,
+    }
+    runs: dict[str, list[float]] = {name: [] for name in paths}
+    fallbacks = batch_apply.fallback_batches()
+    for repeat in range(repeats):
+        for name in paths if repeat % 2 == 0 else reversed(paths):
+            run_tag = f"{tag}-{name}-{repeat}"
+            people = stream.contacts_of(count, TENANTS, run_tag)
+            _apply(_bridged(stream.campaign(people, run_tag)[:count], run_tag), 32, batch_apply.apply_batch)
+            signups = [job for job in stream.generate(count, TENANTS, run_tag) if job["name"] == "contact.created"]
+            _apply(_bridged(signups, f"{run_tag}-signup"), 32, batch_apply.apply_batch)
+            started = time.perf_counter()
+            unparked = paths[name]([person.contact_id for person in people])
+            runs[name].append((time.perf_counter() - started) * 1000 / unparked)
+    per_event, set_based = (statistics.median(runs[name]) for name in paths)
+    return {
+        "parked_per_run": count,
+        "repeats": repeats,
+        "unpark_per_event_ms_per_event": round(per_event, 3),
+        "unpark_ms_per_event": round(set_based, 3),
+        "unpark_speedup": round(per_event / set_based, 2),
+        **_runs(runs, fallbacks),
+    }
+
+
 def main() -> None:
     import django
 
@@ -136,12 +195,15 @@ def main() -> None:
         default=0,
         help="time N contactPreference.updated (existing contacts) per run instead",
     )
+    parser.add_argument("--unpark", type=int, default=0, help="time re-applying N parked events instead")
     parser.add_argument("--tag", default=f"inproc{int(time.time())}")
     args = parser.parse_args()
     django.setup()
     logging.disable(logging.INFO)  # the per-event log lines are the same for both paths; keep stdout readable
     if args.signups:
         figures = signups(count=args.signups, batch=args.batch, repeats=args.repeats, tag=args.tag)
+    elif args.unpark:
+        figures = unpark(count=args.unpark, repeats=args.repeats, tag=args.tag)
     elif args.preferences:
         figures = preferences(count=args.preferences, repeats=args.repeats, tag=args.tag)
     else:

@@ -33,6 +33,8 @@ ORDER = [
     "inprocess_set_based_speedup",
     "inprocess_signup_ms_per_event",
     "inprocess_signup_batched_ms_per_event",
+    "inprocess_unpark_per_event_ms_per_event",
+    "inprocess_unpark_ms_per_event",
     "fallback_batches",
     "high_priority_p50_ms",
     "high_priority_p99_ms",

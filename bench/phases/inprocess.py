@@ -1,4 +1,5 @@
-"""Phase 5: the same kind of campaign applied in this process, per-event vs set-based (bench/inprocess.py)."""
+"""Phase 5: the same kind of campaign applied in this process, per-event vs set-based (bench/inprocess.py); the
+same for sign-ups and for re-applying parked events."""
 
 import logging
 
@@ -13,10 +14,14 @@ def run(bench: Bench) -> None:
     try:
         figures = inprocess.compare(contacts=max(100, SIZES["contacts"] // 10), batch=32, repeats=3)
         signups = inprocess.signups(count=max(100, SIZES["contacts"] // 10), batch=32, repeats=3)
+        unpark = inprocess.unpark(count=max(100, SIZES["contacts"] // 10), repeats=3)
     finally:
         logging.disable(logging.NOTSET)
     record.update(figures)
     record["signups"] = signups
+    record["unpark"] = unpark
+    bench.results["inprocess_unpark_per_event_ms_per_event"] = unpark["unpark_per_event_ms_per_event"]
+    bench.results["inprocess_unpark_ms_per_event"] = unpark["unpark_ms_per_event"]
     bench.results["inprocess_signup_ms_per_event"] = signups["signup_ms_per_event"]
     bench.results["inprocess_signup_batched_ms_per_event"] = signups["signup_batched_ms_per_event"]
     bench.results["inprocess_per_event_ms_per_event"] = figures["per_event_ms_per_event"]

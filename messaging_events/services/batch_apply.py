@@ -24,8 +24,9 @@ event of the batch that takes the per-event path (`batch_signups`: 29% of the mi
 the same transaction, before the messages, with exactly the per-event path's effect for a new contact.
 Every other event of the batch (the other contact and consent events, bounces, failures, replies,
 rejections) keeps the per-event path (`inbox.process_batch`), and runs first, in batch order, so that
-contacts created in the batch are linked before their messages are applied. Replays always use the
-per-event path.
+contacts created in the batch are linked before their messages are applied. Replays (`apply_batch(...,
+replay=True)`) use the per-event path; parked message events are re-applied set-based, as replays
+(`replay_set_based`, called by `parking`: no delivery counted; the same transaction and lock order).
 
 One bad event must not fail its batch-mates: if the set-based transaction raises (a database error,
 a deadlock included, or a bug), it is rolled back as a whole and the same events run through the
@@ -71,8 +72,8 @@ SET_BASED_TYPES: dict[EventType, InteractionType] = {
 
 # The claim writes the same columns, with the same values and the same conflict rule, as the per-event
 # claim (`inbox._CLAIM_SQL`); only the delivery count is the number of folded copies. A column added
-# there is added here as (name, SQL type) and as a key of `_claim_row`. Replays never come here, so the
-# per-event claim's `replay` cases are left out of the conflict rule.
+# there is added here as (name, SQL type) and as a key of `_claim_row`. Its `replay` variant is the
+# per-event claim's `replay` cases: no delivery counted, the replayed content becomes the row's, no conflict.
 _CLAIM_COLUMNS = (
     ("tenant_ref", "text"),
     ("idempotency_key", "text"),
@@ -89,7 +90,13 @@ _CLAIM_COLUMNS = (
     ("content_hash", "text"),
 )
 _SAME_CONTENT = "(inbox.content_hash = '' OR EXCLUDED.content_hash IN (inbox.content_hash, inbox.conflict_hash))"
-_CLAIM_SQL = f"""
+_NEW_HASH = "CASE WHEN inbox.content_hash = '' THEN EXCLUDED.content_hash ELSE inbox.content_hash END"
+
+
+def _claim_sql(*, replay: bool) -> str:
+    deliveries = "inbox.deliveries" if replay else "inbox.deliveries + EXCLUDED.deliveries"
+    content = "EXCLUDED.content_hash" if replay else _NEW_HASH
+    return f"""
 INSERT INTO messaging_events_inboundevent AS inbox
     ({", ".join(name for name, _ in _CLAIM_COLUMNS)},
      received_at, updated_at, status, error, attempts, conflict, conflict_hash)
@@ -97,13 +104,16 @@ SELECT {", ".join(f"c.{name}" for name, _ in _CLAIM_COLUMNS)}, now(), now(), 're
 FROM jsonb_to_recordset(%s::jsonb) AS c(ord int, {", ".join(f"{name} {sql_type}" for name, sql_type in _CLAIM_COLUMNS)})
 ORDER BY c.ord
 ON CONFLICT (tenant_ref, event_type, idempotency_key) DO UPDATE SET
-    deliveries = inbox.deliveries + EXCLUDED.deliveries,
+    deliveries = {deliveries},
     job_attempts = GREATEST(inbox.job_attempts, EXCLUDED.job_attempts),
-    content_hash = CASE WHEN inbox.content_hash = '' THEN EXCLUDED.content_hash ELSE inbox.content_hash END,
-{inbox.claim_conflict_sql(_SAME_CONTENT)}
+    content_hash = {content},
+{"" if replay else inbox.claim_conflict_sql(_SAME_CONTENT)}
     updated_at = now()
 RETURNING id, tenant_ref, event_type, idempotency_key, status, (xmax = 0) AS inserted, content_hash
 """
+
+
+_CLAIM_SQL = {replay: _claim_sql(replay=replay) for replay in (False, True)}
 
 _CLOSE_SQL = """
 UPDATE messaging_events_inboundevent e SET
@@ -201,13 +211,13 @@ def _claim_row(claim: _Claim, ord: int) -> dict[str, Any]:
     }
 
 
-def _claim_rows(claims: list[_Claim]) -> None:
+def _claim_rows(claims: list[_Claim], *, replay: bool) -> None:
     """One multi-row claim; fills each claim's row id and status from RETURNING, matched by identity."""
     by_identity = {claim.identity: claim for claim in claims}
     rows = [_claim_row(claim, n) for n, claim in enumerate(claims)]
     hashes = {(row["tenant_ref"], row["event_type"], row["idempotency_key"]): row["content_hash"] for row in rows}
     with prepared_cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [recordset_json(rows)])
+        cursor.execute(_CLAIM_SQL[replay], [recordset_json(rows)])
         returned = cursor.fetchall()
     for row_id, tenant_ref, event_type, key, status, inserted, stored_hash in returned:
         identity = (tenant_ref, event_type, key)
@@ -293,13 +303,14 @@ def _signups_apply(claims: list[_Claim]) -> list[tuple[_Claim, Outcome]]:
     return judged
 
 
-def _apply_claims(claims: list[_Claim]) -> None:
+def _apply_claims(claims: list[_Claim], *, replay: bool = False) -> None:
     """The set-based transaction's body. Lock order: inbox rows by identity, then the sign-ups' identity
     locks, then (in message_records_apply) score-refresh rows, profiles by id, message locks, interactions
     by key."""
-    _claim_rows(claims)
-    # New, parked or failed rows are (re)applied; a conflicting delivery never is (as in `inbox.process_job`).
-    todo = [c for c in claims if not c.other_content and c.status not in FINAL_STATUSES]
+    _claim_rows(claims, replay=replay)
+    # New, parked or failed rows are (re)applied, rejected ones too on replay; a conflicting delivery never
+    # is (as in `inbox._runnable`).
+    todo = [c for c in claims if not c.other_content and _runnable(c.status, replay=replay)]
     # Sign-ups first, so that the batch's messages find the contacts they link.
     judged = _signups_apply([c for c in todo if c.event.type is EventType.CONTACT_CREATED])
     todo = [c for c in todo if c.event.type in SET_BASED_TYPES]
@@ -320,25 +331,61 @@ def _apply_claims(claims: list[_Claim]) -> None:
         _close(judged)
 
 
-def _apply_set_based(events: list[tuple[BridgedJob, Event[Payload]]]) -> inbox.BatchResult:
-    global _fallback_batches, _set_based_signups
-    claims, different = _fold(events)
-    started = time.perf_counter()
+def _runnable(status: str, *, replay: bool) -> bool:
+    """Whether a claimed row is judged now, by `inbox._runnable`'s rule (its log lines are `_report`'s)."""
+    return status not in FINAL_STATUSES or (replay and status == InboundEventStatus.REJECTED)
+
+
+def _transaction(claims: list[_Claim], *, events: int, replay: bool = False) -> bool:
+    """The set-based transaction. False if it raised: then it was rolled back as a whole, and the fallback
+    is counted and logged; the caller runs the events per event, which isolates the bad one."""
+    global _fallback_batches
     try:
         with transaction.atomic():
-            _apply_claims(claims)
-    except Exception as exc:  # rolled back as a whole; the per-event path isolates the bad event
+            _apply_claims(claims, replay=replay)
+    except Exception as exc:
         _fallback_batches += 1
         # The type and SQLSTATE only: a database error's message can quote personal data.
         logger.warning(
             "batch_fallback events=%d fallbacks=%d error=%s sqlstate=%s",
-            len(events),
+            events,
             _fallback_batches,
             type(exc).__name__,
             getattr(exc.__cause__, "sqlstate", None) or "",
         )
+        return False
+    return True
+
+
+def _apply_set_based(events: list[tuple[BridgedJob, Event[Payload]]]) -> inbox.BatchResult:
+    global _set_based_signups
+    claims, different = _fold(events)
+    started = time.perf_counter()
+    if not _transaction(claims, events=len(events)):
         return inbox.process_batch([job for job, _ in events])
     _set_based_signups += sum(1 for c in claims if c.outcome is not None and c.event.type is EventType.CONTACT_CREATED)
+    result = _report(claims, started)
+    if different:
+        _merge(result, inbox.process_batch(different))
+    return result
+
+
+def replay_set_based(events: list[tuple[BridgedJob, Event[Payload]]]) -> list[str] | None:
+    """Re-apply stored events of `SET_BASED_TYPES` (one job per inbox row: `parking`) in one set-based
+    transaction, with the effect `inbox.process_job(job, replay=True)` has on each: no delivery counted,
+    a rejected row judged again. Returns each event's final status, in the given order, or None if the
+    transaction raised (a fallback, counted and logged): then the caller replays the events per event."""
+    claims = [_Claim(job, event, job_attempts=event.job.attempts_made) for job, event in events]
+    in_lock_order = sorted(claims, key=lambda claim: claim.identity)
+    started = time.perf_counter()
+    if not _transaction(in_lock_order, events=len(events), replay=True):
+        return None
+    _report(in_lock_order, started)
+    return [c.outcome.status if c.outcome is not None else c.status for c in claims]
+
+
+def _report(claims: list[_Claim], started: float) -> inbox.BatchResult:
+    """Log and count each committed claim's outcome, as the per-event path does."""
     seconds_each = (time.perf_counter() - started) / len(claims)
     result = inbox.BatchResult()
     for claim in claims:
@@ -357,8 +404,6 @@ def _apply_set_based(events: list[tuple[BridgedJob, Event[Payload]]]) -> inbox.B
             result.count(claim.outcome.status if claim.outcome is not None else claim.status)
         if claim.outcome is not None:
             result.linked_contact_ids.update(claim.outcome.linked_contact_ids)
-    if different:
-        _merge(result, inbox.process_batch(different))
     return result
 
 
