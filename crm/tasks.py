@@ -7,7 +7,9 @@ from celery import shared_task
 logger = logging.getLogger(__name__)
 
 DRAIN_BATCH = 200
-DRAIN_MAX_BATCHES = 50
+# A drain task holds a pool child: ten batches (about a second under load) keep a `high` batch from waiting
+# long behind it; a full run queues the next one at once.
+DRAIN_MAX_BATCHES = 10
 
 
 @shared_task(name="crm.refresh_pending_engagement_scores", queue="low", ignore_result=True)

@@ -35,8 +35,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from crm.models import ActivityType, PendingScoreRefresh, Profile, Segment
-from crm.services.segments import segment_membership_refresh
+from crm.models import ActivityType, PendingScoreRefresh, Profile
+from crm.services.prepared import prepared_cursor
+from crm.services.recordsets import recordset_json
+from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh_ctes
 from crm.tasks import refresh_pending_engagement_scores as refresh_pending_engagement_scores_task
 
 logger = logging.getLogger(__name__)
@@ -112,32 +114,37 @@ def engagement_scores_compute(*, profile_ids: list[int], now: datetime) -> dict[
     return result
 
 
+# The scores of a drain batch in one statement, and the segment memberships of the profiles whose score
+# changed (`segments.segment_membership_refresh_ctes` judges the updated rows).
+_STORE_SQL = f"""
+WITH scored AS (
+    UPDATE crm_profile p SET engagement_score = v.score, engagement_breakdown = v.breakdown, engagement_scored_at = %s
+    FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, score float8, breakdown jsonb, changed boolean)
+    WHERE p.id = v.id
+    RETURNING {", ".join(f"p.{column}" for column in SEGMENT_RULE_COLUMNS)}, v.changed
+),
+rescored AS (SELECT * FROM scored WHERE changed),
+{segment_membership_refresh_ctes("rescored")}
+SELECT count(*) FROM scored
+"""
+
+
 @transaction.atomic(savepoint=False)
 def engagement_scores_refresh(*, profile_ids: list[int], now: datetime | None = None) -> dict[int, float]:
-    """Recompute and store the scores of these profiles; recompute segment membership where a score changed."""
+    """Recompute and store the scores of these profiles; recompute segment membership where a score changed.
+    Three statements whatever the count: the profiles locked and read in id order (as every profile writer
+    locks them), their scores computed, then stored with the memberships of the changed ones."""
     now = now or timezone.now()
-    before = {
-        pk: (tenant_id, score)
-        for pk, tenant_id, score in Profile.objects.filter(pk__in=profile_ids).values_list(
-            "pk", "tenant_id", "engagement_score"
-        )
-    }
+    locked = Profile.objects.select_for_update(no_key=True).filter(pk__in=profile_ids).order_by("pk")
+    before = dict(locked.values_list("pk", "engagement_score"))
     computed = engagement_scores_compute(profile_ids=sorted(before), now=now)
-    scored_tenants: dict[int, bool] = {}
-    for pk in sorted(computed):
-        score, breakdown = computed[pk]
-        Profile.objects.filter(pk=pk).update(
-            engagement_score=score, engagement_breakdown=breakdown, engagement_scored_at=now
-        )
-        tenant_id, old = before[pk]
-        if old == score:
-            continue
-        if tenant_id not in scored_tenants:
-            scored_tenants[tenant_id] = Segment.objects.filter(
-                tenant_id=tenant_id, min_engagement_score__isnull=False
-            ).exists()
-        if scored_tenants[tenant_id]:
-            segment_membership_refresh(profile=Profile(pk=pk, tenant_id=tenant_id))
+    rows = [
+        {"id": pk, "score": score, "breakdown": breakdown, "changed": before[pk] != score}
+        for pk, (score, breakdown) in sorted(computed.items())
+    ]
+    if rows:
+        with prepared_cursor() as cursor:
+            cursor.execute(_STORE_SQL, [now, recordset_json(rows)])
     return {pk: score for pk, (score, _) in computed.items()}
 
 

@@ -11,6 +11,7 @@ from crm.services.engagement import (
     engagement_pending_drain,
     engagement_refresh_request,
     engagement_score_refresh,
+    engagement_scores_refresh,
 )
 from crm.services.tenants import tenant_get_or_create
 from crm.tasks import refresh_pending_engagement_scores
@@ -147,3 +148,25 @@ def test_score_change_recomputes_score_segments() -> None:
     assert SegmentMembership.objects.filter(segment=segment, profile=profile).exists()
     engagement_score_refresh(profile=profile, now=NOW + timedelta(days=60))  # 3.75 points left
     assert not SegmentMembership.objects.filter(segment=segment).exists()
+
+
+@pytest.mark.parametrize("count", [3, 30])
+def test_a_batch_is_scored_in_three_statements_and_its_changed_scores_move_segments(
+    count: int, django_assert_num_queries
+) -> None:
+    """Profile locks, scores, then one statement storing them with the changed profiles' memberships."""
+    segment = Segment.objects.create(tenant=tenant_get_or_create("t1"), name="engaged", min_engagement_score=10)
+    profiles = [_profile() for _ in range(count)]
+    clickers = profiles[::3]  # 15 points: members; the others score 0, as they already did: unchanged
+    for profile in clickers:
+        _activity(profile, ActivityType.EMAIL_CLICKED, 0)
+    engagement_scores_refresh(profile_ids=[p.pk for p in profiles], now=NOW)  # first scoring
+
+    stale_member = profiles[1]  # no activity: a membership its score does not justify, left as it is
+    SegmentMembership.objects.create(tenant_id=stale_member.tenant_id, segment=segment, profile=stale_member)
+    with django_assert_num_queries(3):
+        scores = engagement_scores_refresh(profile_ids=[p.pk for p in profiles], now=NOW + timedelta(days=60))
+
+    assert scores == {p.pk: (3.75 if p in clickers else 0.0) for p in profiles}
+    assert set(Profile.objects.filter(engagement_score=3.75).values_list("pk", flat=True)) == {p.pk for p in clickers}
+    assert set(SegmentMembership.objects.values_list("profile_id", flat=True)) == {stale_member.pk}
