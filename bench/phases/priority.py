@@ -64,6 +64,7 @@ def run(bench: Bench, contacts: list, tag: str) -> None:
         for proc in workers:
             bench.stop(proc)
     latencies = high_latencies_ms(base)
+    record.update(high_latency_split_p50_ms(base))
     during = applied_during_backlog(base, flood_done["statuses"], flood_n)
     bench.results["high_priority_p50_ms"] = percentile(latencies, 50)
     bench.results["high_priority_p99_ms"] = percentile(latencies, 99)
@@ -157,6 +158,22 @@ def high_latencies_ms(base: int) -> list[float]:
         [base, HIGH_TYPE],
     )
     return sorted(float(row[0]) for row in rows)
+
+
+def high_latency_split_p50_ms(base: int) -> dict[str, float | None]:
+    """Where a high event's latency goes, medians: from its job's timestamp to its inbox claim (BullMQ,
+    the bridge, the Celery queue, a pool child finishing its batch) and from the claim to its commit."""
+    rows = db.sql(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (received_at - job_timestamp))),"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (applied_at - received_at)))"
+        " FROM messaging_events_inboundevent WHERE id > %s AND event_type = %s AND applied_at IS NOT NULL",
+        [base, HIGH_TYPE],
+    )
+    to_claim, to_applied = rows[0]
+    return {
+        "high_to_claim_p50_ms": round(to_claim * 1000, 1) if to_claim is not None else None,
+        "high_claim_to_applied_p50_ms": round(to_applied * 1000, 1) if to_applied is not None else None,
+    }
 
 
 def applied_during_backlog(base: int, flood_statuses: dict[str, int], flood_n: int) -> int:
