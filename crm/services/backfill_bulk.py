@@ -23,8 +23,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-import psycopg
-from django.db import connection, models
+from django.db import models
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from crm.models import ConsentSource, Profile
@@ -32,19 +32,19 @@ from crm.services.backfill import Item, Step
 from crm.services.consent_order import consent_tiebreak
 from crm.services.contact_points import address_kind
 from crm.services.contacts import MESSAGING_LAWFUL_BASIS, ContactStatement
+from crm.services.prepared import prepared_cursor
 from crm.services.profiles import _event_may_set, stamp
 from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh_ctes
 
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 
 
-def _cursor() -> psycopg.Cursor:
-    """A cursor with server-side binding on Django's connection (same transaction), where Django's
-    client-side binding quotes every array element in Python. The array parameters are `%b`, sent in
-    binary: psycopg's text format (what `%s` picks for strings and times) quotes each element too,
-    and took ten times longer (about 1 s for the 30,000 tiebreaks of a 20,000-row file)."""
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+# Every statement here runs on `prepared_cursor(prepare=True)`: parameters bound on the server, where
+# Django's client-side binding quotes every array element in Python; the arrays are `%b`, sent in binary
+# (psycopg's text format quotes each element too, ten times slower: about 1 s for the 30,000 tiebreaks
+# of a 20,000-row file); and prepared at the first execution. Each chunk runs the same statements as the
+# last, so PostgreSQL parses them once per connection, and from the sixth chunk on uses their generic
+# plans, which cannot depend on a chunk's values (docs/decisions.md, "Backfill CPU per row").
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,11 @@ JOIN crm_profile p ON p.id = l.profile_id
 """
 # Emails and phones are not unique and may be nearly all empty in a tenant: probing per key there made
 # the planner pick the tenant index and read the whole tenant for each key (its estimate for
-# `phone = <a column>` is one over the distinct phones, 1 when all are empty). Given the values
-# themselves, it estimates from their statistics and picks the (tenant, address) index, or one scan
-# when many match. The tenants and values are matched as two lists: pairs of another row's tenant
-# are dropped by the caller.
+# `phone = <a column>` is one over the distinct phones, 1 when all are empty). As two arrays, its custom
+# plans (the first five chunks) estimate from the values' statistics and hash a sequential scan of the
+# tenants' profiles (130 ms a chunk at 220,000 profiles, growing with the table); the generic plan (from
+# the sixth) probes the (tenant, address) index for each tenant and value (50 ms, growing with the chunk).
+# The tenants and values are matched as two lists: pairs of another row's tenant are dropped by the caller.
 _MATCHES_SQL = {
     column: f"SELECT tenant_id, {column}, array_agg(id) FROM crm_profile"
     f" WHERE tenant_id = ANY(%b::bigint[]) AND {column} = ANY(%b::text[]) GROUP BY 1, 2"
@@ -90,7 +91,7 @@ _MATCHES_SQL = {
 
 
 def _lookups(rows: list[ContactStatement]) -> _Lookups:
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(
             "SELECT external_id, id FROM crm_tenant WHERE external_id = ANY(%s)",
             [sorted({r.tenant_external_id for r in rows})],
@@ -175,7 +176,7 @@ def _existing(table: str, columns: tuple[str, ...], types: tuple[str, ...], want
         return set()
     arrays = ", ".join(f"%b::{t}[]" for t in types)
     match = " AND ".join(f"t.{c} = k.{c}" for c in columns)
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(  # one probe of the unique index per key, as in _LINKS_SQL (LIMIT keeps it apart)
             f"SELECT {', '.join(f'k.{c}' for c in columns)} FROM unnest({arrays}) AS k ({', '.join(columns)})"
             f" CROSS JOIN LATERAL (SELECT 1 FROM {table} t WHERE {match} LIMIT 1) AS hit",
@@ -251,7 +252,7 @@ def plan_bulk(items: list[Item]) -> list[Step]:
 
 
 def _tenants_ensure(external_ids: list[str]) -> dict[str, int]:
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(
             "INSERT INTO crm_tenant (external_id, name, created_at) SELECT e, '', now() FROM unnest(%b::text[]) e"
             " ON CONFLICT (external_id) DO NOTHING",
@@ -321,7 +322,7 @@ def _profile_values(row: ContactStatement, *, pk: int, tenant_id: int, defaults:
     }
 
 
-def _copy(cursor: psycopg.Cursor, table: str, columns: list[str], rows: list[tuple]) -> None:
+def _copy(cursor: CursorWrapper, table: str, columns: list[str], rows: list[tuple]) -> None:
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
@@ -344,7 +345,7 @@ def new_contacts_write(rows: list[ContactStatement]) -> dict[str, int]:
     tenants = _tenants_ensure(sorted({r.tenant_external_id for r in rows}))
     now = timezone.now()
     defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('crm_profile', 'id')) FROM generate_series(1, %s)", [len(rows)]
         )
