@@ -22,6 +22,7 @@ the same result as writing its rows one after another.
 import json
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import models
 from django.db.backends.utils import CursorWrapper
@@ -308,18 +309,34 @@ def _column_defaults() -> dict[str, object]:
     return defaults
 
 
-def _profile_values(row: ContactStatement, *, pk: int, tenant_id: int, defaults: dict) -> dict[str, object]:
-    source = {"by": "event", "at": stamp(row.occurred_at), "event": row.source_key}
-    values = {field: getattr(row, field) or "" for field in IDENTITY_FIELDS}
-    return {
-        **defaults,
-        **values,
-        **{f"{channel}_opt_in": opted_in for channel, opted_in in row.opt_ins.items()},
-        "id": pk,
-        "tenant_id": tenant_id,
-        "is_stub": False,
-        "field_sources": json.dumps({field: source for field, value in values.items() if value}),
-    }
+def _profile_rows(
+    rows: list[ContactStatement], ids: list[int], tenant_ids: list[int], now: datetime
+) -> tuple[list[str], list[tuple]]:
+    """The new profiles as COPY columns and rows: each column's model default, then the row's fields,
+    opt-in flags and their provenance. Built as one list per row from a template (a dict per row, then
+    a tuple, cost twice as much), and the provenance JSON written once per row (every field a row sets
+    has the same source; jsonb stores the same value as for `json.dumps` of the whole dict)."""
+    defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
+    columns = list(defaults)
+    template = list(defaults.values())
+    at = {column: n for n, column in enumerate(columns)}
+    identity = [(field, at[field]) for field in IDENTITY_FIELDS]
+    out = []
+    for row, pk, tenant_id in zip(rows, ids, tenant_ids, strict=True):
+        values = template.copy()
+        stated = []
+        for field, n in identity:
+            value = getattr(row, field) or ""
+            values[n] = value
+            if value:
+                stated.append(field)
+        for channel, opted_in in row.opt_ins.items():
+            values[at[f"{channel}_opt_in"]] = opted_in
+        values[at["id"]], values[at["tenant_id"]], values[at["is_stub"]] = pk, tenant_id, False
+        source = json.dumps({"by": "event", "at": stamp(row.occurred_at), "event": row.source_key})
+        values[at["field_sources"]] = "{" + ",".join(f'"{field}":{source}' for field in stated) + "}"
+        out.append(tuple(values))
+    return columns, out
 
 
 def _copy(cursor: CursorWrapper, table: str, columns: list[str], rows: list[tuple]) -> None:
@@ -344,19 +361,14 @@ def new_contacts_write(rows: list[ContactStatement]) -> dict[str, int]:
     activities, as on the per-event path. Returns the rows' tenants (external id: id)."""
     tenants = _tenants_ensure(sorted({r.tenant_external_id for r in rows}))
     now = timezone.now()
-    defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
     with prepared_cursor(prepare=True) as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('crm_profile', 'id')) FROM generate_series(1, %s)", [len(rows)]
         )
         ids = [pk for (pk,) in cursor.fetchall()]
         tenant_ids = [tenants[r.tenant_external_id] for r in rows]
-        profiles = [
-            _profile_values(r, pk=pk, tenant_id=t, defaults=defaults)
-            for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
-        ]
-        columns = list(defaults)
-        _copy(cursor, "crm_profile", columns, [tuple(values[c] for c in columns) for values in profiles])
+        columns, profiles = _profile_rows(rows, ids, tenant_ids, now)
+        _copy(cursor, "crm_profile", columns, profiles)
         _copy(
             cursor,
             "crm_contactlink",
