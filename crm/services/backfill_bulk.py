@@ -40,12 +40,12 @@ from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refre
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 
 
-# Every statement here runs on `prepared_cursor(prepare=True)`: parameters bound on the server, where
-# Django's client-side binding quotes every array element in Python; the arrays are `%b`, sent in binary
+# Every statement here runs on `prepared_cursor`: parameters bound on the server, where Django's
+# client-side binding quotes every array element in Python; the arrays are `%b`, sent in binary
 # (psycopg's text format quotes each element too, ten times slower: about 1 s for the 30,000 tiebreaks
-# of a 20,000-row file); and prepared at the first execution. Each chunk runs the same statements as the
-# last, so PostgreSQL parses them once per connection, and from the sixth chunk on uses their generic
-# plans, which cannot depend on a chunk's values (docs/decisions.md, "Backfill CPU per row").
+# of a 20,000-row file). Prepared at their first execution (each chunk runs the same statements), except
+# the email and phone lookups, whose plan must see the values (_MATCHES_SQL; docs/decisions.md,
+# "Backfill CPU per row").
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,11 @@ JOIN crm_profile p ON p.id = l.profile_id
 """
 # Emails and phones are not unique and may be nearly all empty in a tenant: probing per key there made
 # the planner pick the tenant index and read the whole tenant for each key (its estimate for
-# `phone = <a column>` is one over the distinct phones, 1 when all are empty). As two arrays, its custom
-# plans (the first five chunks) estimate from the values' statistics and hash a sequential scan of the
-# tenants' profiles (130 ms a chunk at 220,000 profiles, growing with the table); the generic plan (from
-# the sixth) probes the (tenant, address) index for each tenant and value (50 ms, growing with the chunk).
+# `phone = <a column>` is one over the distinct phones, 1 when all are empty). Given the values
+# themselves, it estimates from their statistics and picks the (tenant, address) index, or one scan
+# that hashes the values when many match. So these two are never prepared: a generic plan cannot see
+# the values, and for phones it chose a sequential scan that compares every profile with every value
+# of the array in turn (9 s for one chunk at 220,000 profiles, against 13 ms planned for the values).
 # The tenants and values are matched as two lists: pairs of another row's tenant are dropped by the caller.
 _MATCHES_SQL = {
     column: f"SELECT tenant_id, {column}, array_agg(id) FROM crm_profile"
@@ -109,7 +110,8 @@ def _lookups(rows: list[ContactStatement]) -> _Lookups:
             )
             for contact, tenant_id, profile_id, is_stub, email, phone, first, last, sources in cursor.fetchall()
         }
-        found = {}
+    found = {}
+    with prepared_cursor(prepare=False) as cursor:  # planned for each chunk's values (see _MATCHES_SQL)
         for column in ("email", "phone"):
             pairs = {
                 (tenants[r.tenant_external_id], getattr(r, column))
