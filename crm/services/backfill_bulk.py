@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import models
+from django.db import connection, models
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
@@ -342,7 +342,9 @@ def _profile_rows(
 
 
 def _copy(cursor: CursorWrapper, table: str, columns: list[str], rows: list[tuple]) -> None:
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+    # Django's wrapper passes `copy` straight to psycopg: its errors become Django's here, as `execute`'s
+    # do, so that a unique violation retries the chunk (backfill.RETRYABLE_SQLSTATES).
+    with connection.wrap_database_errors, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
 

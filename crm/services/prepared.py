@@ -4,7 +4,9 @@ parse and plan a statement once per connection instead of at every execution (do
 
 When a statement is prepared is the caller's choice (`prepare`): by default psycopg prepares it at its
 sixth execution on the connection (the settings' `prepare_threshold`); `prepare=True` prepares it at
-its first; `prepare=False` never does, so PostgreSQL plans it for its values at every execution.
+its first; `prepare=False` never does, so PostgreSQL plans it for its values at every execution. With
+prepared statements off in the settings (`DJANGO_DB_PREPARED_STATEMENTS=false`, for a pooler that cannot
+keep them) nothing is prepared, whatever the caller chose.
 
 Django's own cursor keeps its default, client-side binding: server-side binding refuses some statements
 that Django and the tests run (several commands in one execute with parameters; a parameter in both SELECT
@@ -44,6 +46,8 @@ def prepared_cursor(*, prepare: bool | None = None) -> Iterator[CursorWrapper]:
     server and prepares its statements as `prepare` says (module doc)."""
     connection.close_if_health_check_failed()  # as `connection.cursor()` does first
     connection.ensure_connection()
+    if connection.connection.prepare_threshold is None:  # prepared statements are off (module doc)
+        prepare = False
     wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper  # as `connection.cursor()` picks
     with wrapper(_ServerBindingCursor(connection.connection, prepare=prepare), connection) as cursor:
         yield cursor
