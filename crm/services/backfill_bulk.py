@@ -22,9 +22,10 @@ the same result as writing its rows one after another.
 import json
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
-import psycopg
 from django.db import connection, models
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from crm.models import ConsentSource, Profile
@@ -32,19 +33,19 @@ from crm.services.backfill import Item, Step
 from crm.services.consent_order import consent_tiebreak
 from crm.services.contact_points import address_kind
 from crm.services.contacts import MESSAGING_LAWFUL_BASIS, ContactStatement
+from crm.services.prepared import prepared_cursor
 from crm.services.profiles import _event_may_set, stamp
 from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh_ctes
 
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 
 
-def _cursor() -> psycopg.Cursor:
-    """A cursor with server-side binding on Django's connection (same transaction), where Django's
-    client-side binding quotes every array element in Python. The array parameters are `%b`, sent in
-    binary: psycopg's text format (what `%s` picks for strings and times) quotes each element too,
-    and took ten times longer (about 1 s for the 30,000 tiebreaks of a 20,000-row file)."""
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+# Every statement here runs on `prepared_cursor`: parameters bound on the server, where Django's
+# client-side binding quotes every array element in Python; the arrays are `%b`, sent in binary
+# (psycopg's text format quotes each element too, ten times slower: about 1 s for the 30,000 tiebreaks
+# of a 20,000-row file). Prepared at their first execution (each chunk runs the same statements), except
+# the email and phone lookups, whose plan must see the values (_MATCHES_SQL; docs/decisions.md,
+# "Backfill CPU per row").
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,10 @@ JOIN crm_profile p ON p.id = l.profile_id
 # the planner pick the tenant index and read the whole tenant for each key (its estimate for
 # `phone = <a column>` is one over the distinct phones, 1 when all are empty). Given the values
 # themselves, it estimates from their statistics and picks the (tenant, address) index, or one scan
-# when many match. The tenants and values are matched as two lists: pairs of another row's tenant
-# are dropped by the caller.
+# that hashes the values when many match. So these two are never prepared: a generic plan cannot see
+# the values, and for phones it chose a sequential scan that compares every profile with every value
+# of the array in turn (9 s for one chunk at 220,000 profiles, against 13 ms planned for the values).
+# The tenants and values are matched as two lists: pairs of another row's tenant are dropped by the caller.
 _MATCHES_SQL = {
     column: f"SELECT tenant_id, {column}, array_agg(id) FROM crm_profile"
     f" WHERE tenant_id = ANY(%b::bigint[]) AND {column} = ANY(%b::text[]) GROUP BY 1, 2"
@@ -90,7 +93,7 @@ _MATCHES_SQL = {
 
 
 def _lookups(rows: list[ContactStatement]) -> _Lookups:
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(
             "SELECT external_id, id FROM crm_tenant WHERE external_id = ANY(%s)",
             [sorted({r.tenant_external_id for r in rows})],
@@ -107,7 +110,8 @@ def _lookups(rows: list[ContactStatement]) -> _Lookups:
             )
             for contact, tenant_id, profile_id, is_stub, email, phone, first, last, sources in cursor.fetchall()
         }
-        found = {}
+    found = {}
+    with prepared_cursor(prepare=False) as cursor:  # planned for each chunk's values (see _MATCHES_SQL)
         for column in ("email", "phone"):
             pairs = {
                 (tenants[r.tenant_external_id], getattr(r, column))
@@ -175,7 +179,7 @@ def _existing(table: str, columns: tuple[str, ...], types: tuple[str, ...], want
         return set()
     arrays = ", ".join(f"%b::{t}[]" for t in types)
     match = " AND ".join(f"t.{c} = k.{c}" for c in columns)
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(  # one probe of the unique index per key, as in _LINKS_SQL (LIMIT keeps it apart)
             f"SELECT {', '.join(f'k.{c}' for c in columns)} FROM unnest({arrays}) AS k ({', '.join(columns)})"
             f" CROSS JOIN LATERAL (SELECT 1 FROM {table} t WHERE {match} LIMIT 1) AS hit",
@@ -251,7 +255,7 @@ def plan_bulk(items: list[Item]) -> list[Step]:
 
 
 def _tenants_ensure(external_ids: list[str]) -> dict[str, int]:
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(
             "INSERT INTO crm_tenant (external_id, name, created_at) SELECT e, '', now() FROM unnest(%b::text[]) e"
             " ON CONFLICT (external_id) DO NOTHING",
@@ -307,22 +311,40 @@ def _column_defaults() -> dict[str, object]:
     return defaults
 
 
-def _profile_values(row: ContactStatement, *, pk: int, tenant_id: int, defaults: dict) -> dict[str, object]:
-    source = {"by": "event", "at": stamp(row.occurred_at), "event": row.source_key}
-    values = {field: getattr(row, field) or "" for field in IDENTITY_FIELDS}
-    return {
-        **defaults,
-        **values,
-        **{f"{channel}_opt_in": opted_in for channel, opted_in in row.opt_ins.items()},
-        "id": pk,
-        "tenant_id": tenant_id,
-        "is_stub": False,
-        "field_sources": json.dumps({field: source for field, value in values.items() if value}),
-    }
+def _profile_rows(
+    rows: list[ContactStatement], ids: list[int], tenant_ids: list[int], now: datetime
+) -> tuple[list[str], list[tuple]]:
+    """The new profiles as COPY columns and rows: each column's model default, then the row's fields,
+    opt-in flags and their provenance. Built as one list per row from a template (a dict per row, then
+    a tuple, cost twice as much), and the provenance JSON written once per row (every field a row sets
+    has the same source; jsonb stores the same value as for `json.dumps` of the whole dict)."""
+    defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
+    columns = list(defaults)
+    template = list(defaults.values())
+    at = {column: n for n, column in enumerate(columns)}
+    identity = [(field, at[field]) for field in IDENTITY_FIELDS]
+    out = []
+    for row, pk, tenant_id in zip(rows, ids, tenant_ids, strict=True):
+        values = template.copy()
+        stated = []
+        for field, n in identity:
+            value = getattr(row, field) or ""
+            values[n] = value
+            if value:
+                stated.append(field)
+        for channel, opted_in in row.opt_ins.items():
+            values[at[f"{channel}_opt_in"]] = opted_in
+        values[at["id"]], values[at["tenant_id"]], values[at["is_stub"]] = pk, tenant_id, False
+        source = json.dumps({"by": "event", "at": stamp(row.occurred_at), "event": row.source_key})
+        values[at["field_sources"]] = "{" + ",".join(f'"{field}":{source}' for field in stated) + "}"
+        out.append(tuple(values))
+    return columns, out
 
 
-def _copy(cursor: psycopg.Cursor, table: str, columns: list[str], rows: list[tuple]) -> None:
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+def _copy(cursor: CursorWrapper, table: str, columns: list[str], rows: list[tuple]) -> None:
+    # Django's wrapper passes `copy` straight to psycopg: its errors become Django's here, as `execute`'s
+    # do, so that a unique violation retries the chunk (backfill.RETRYABLE_SQLSTATES).
+    with connection.wrap_database_errors, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
 
@@ -343,19 +365,14 @@ def new_contacts_write(rows: list[ContactStatement]) -> dict[str, int]:
     activities, as on the per-event path. Returns the rows' tenants (external id: id)."""
     tenants = _tenants_ensure(sorted({r.tenant_external_id for r in rows}))
     now = timezone.now()
-    defaults = {**_column_defaults(), "created_at": now, "updated_at": now}
-    with _cursor() as cursor:
+    with prepared_cursor(prepare=True) as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('crm_profile', 'id')) FROM generate_series(1, %s)", [len(rows)]
         )
         ids = [pk for (pk,) in cursor.fetchall()]
         tenant_ids = [tenants[r.tenant_external_id] for r in rows]
-        profiles = [
-            _profile_values(r, pk=pk, tenant_id=t, defaults=defaults)
-            for r, pk, t in zip(rows, ids, tenant_ids, strict=True)
-        ]
-        columns = list(defaults)
-        _copy(cursor, "crm_profile", columns, [tuple(values[c] for c in columns) for values in profiles])
+        columns, profiles = _profile_rows(rows, ids, tenant_ids, now)
+        _copy(cursor, "crm_profile", columns, profiles)
         _copy(
             cursor,
             "crm_contactlink",
