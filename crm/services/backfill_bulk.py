@@ -36,6 +36,7 @@ from crm.services.contacts import MESSAGING_LAWFUL_BASIS, ContactStatement
 from crm.services.prepared import prepared_cursor
 from crm.services.profiles import _event_may_set, stamp
 from crm.services.segments import SEGMENT_RULE_COLUMNS, segment_membership_refresh_ctes
+from crm.services.tenants import tenants_create
 
 IDENTITY_FIELDS = ("email", "phone", "first_name", "last_name")
 
@@ -255,12 +256,8 @@ def plan_bulk(items: list[Item]) -> list[Step]:
 
 
 def _tenants_ensure(external_ids: list[str]) -> dict[str, int]:
+    tenants_create(external_ids)
     with prepared_cursor(prepare=True) as cursor:
-        cursor.execute(
-            "INSERT INTO crm_tenant (external_id, name, created_at) SELECT e, '', now() FROM unnest(%b::text[]) e"
-            " ON CONFLICT (external_id) DO NOTHING",
-            [external_ids],
-        )
         cursor.execute("SELECT external_id, id FROM crm_tenant WHERE external_id = ANY(%s)", [external_ids])
         return dict(cursor.fetchall())
 

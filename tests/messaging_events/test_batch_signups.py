@@ -2,14 +2,18 @@
 applied together write exactly what the per-event path writes, row by row and with the same sources, and a
 batch of them costs a fixed number of statements whatever its size."""
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from django.db import connection, transaction
 
 from crm.models import Activity, ConsentChange, ContactAddress, MarketingConsent, Profile, Segment, Tenant
-from crm.services.tenants import tenant_get_or_create
+from crm.services.locks import contact_identities_wait
+from crm.services.tenants import tenant_get_or_create, tenants_create
 from messaging_events.models import InboundEvent
 from messaging_events.services import batch_apply, inbox
 from messaging_events.services.parking import unpark_contacts
@@ -214,11 +218,12 @@ def test_a_batch_of_new_sign_ups_costs_a_fixed_number_of_statements(monkeypatch:
         monkeypatch.undo()
     assert Profile.objects.filter(email_opt_in=True).count() == 50
     assert Profile.objects.get(email="n-2@example.com").segment_memberships.count() == 2
-    # Before the transaction, the plan's four lookups (tenants, links, emails, phones). In it: the claim,
+    # Before the transaction, the plan's four lookups (tenants, links, emails, phones) and the creation of
+    # new tenants (committed first: test_a_new_tenant_in_flight_elsewhere_cannot_deadlock_a_sign_up). In it: the claim,
     # the identity locks, the same four lookups under the locks, the tenants (insert, read), the profile
     # ids, three COPYs (profiles, links, addresses), the consent statement (ledger, states, activities),
     # the segment memberships, and the close of the rows.
-    assert counts == {2: 19, 8: 19, 40: 19}
+    assert counts == {2: 20, 8: 20, 40: 20}
 
 
 def test_a_lone_sign_up_stays_per_event() -> None:
@@ -227,3 +232,38 @@ def test_a_lone_sign_up_stays_per_event() -> None:
     assert batch_apply.apply_batch([signup("lone", 1)]).statuses == {"applied": 1}
     assert batch_apply.set_based_signups() == applied_before
     assert Profile.objects.get(email="lone@example.com").email_opt_in is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_tenant_in_flight_elsewhere_cannot_deadlock_a_sign_up() -> None:
+    """Another batch has inserted the same new tenant (uncommitted) and then waits, to park its messages, for
+    the identity locks of a contact this batch signs up. The sign-ups' tenant is created before their
+    transaction takes those locks, so the other batch gets them, commits, and no one deadlocks (inside the
+    transaction, behind the locks, the sign-up's tenant insert waited for the other batch: PostgreSQL
+    broke the cycle and the batch fell back)."""
+    jobs = [signup("dl-1", 1, tenant_id="tenant_new"), signup("dl-2", 2, tenant_id="tenant_new")]
+    tenant_in_flight = threading.Event()
+    parked_wait_done = threading.Event()
+
+    def other_batch() -> None:
+        try:
+            with transaction.atomic():
+                tenants_create(["tenant_new"])
+                tenant_in_flight.set()
+                time.sleep(1.0)  # this batch is meanwhile blocked on the tenant row
+                contact_identities_wait(["dl-1"])
+            parked_wait_done.set()
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=other_batch)
+    other.start()
+    assert tenant_in_flight.wait(10)
+    fallbacks = batch_apply.fallback_batches()
+    result = batch_apply.apply_batch(jobs)
+    other.join(30)
+
+    assert parked_wait_done.is_set()
+    assert result.statuses == {"applied": 2}
+    assert batch_apply.fallback_batches() == fallbacks
+    assert Profile.objects.filter(tenant__external_id="tenant_new").count() == 2
