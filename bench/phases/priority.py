@@ -65,6 +65,7 @@ def run(bench: Bench, contacts: list, tag: str) -> None:
             bench.stop(proc)
     latencies = high_latencies_ms(base)
     record.update(high_latency_split_p50_ms(base))
+    record.update(high_bridge_p50_ms(bench, flood_n, high_n))
     during = applied_during_backlog(base, flood_done["statuses"], flood_n)
     bench.results["high_priority_p50_ms"] = percentile(latencies, 50)
     bench.results["high_priority_p99_ms"] = percentile(latencies, 99)
@@ -173,6 +174,23 @@ def high_latency_split_p50_ms(base: int) -> dict[str, float | None]:
     return {
         "high_to_claim_p50_ms": round(to_claim * 1000, 1) if to_claim is not None else None,
         "high_claim_to_applied_p50_ms": round(to_applied * 1000, 1) if to_applied is not None else None,
+    }
+
+
+def high_bridge_p50_ms(bench: Bench, flood_n: int, high_n: int) -> dict[str, float | None]:
+    """The BullMQ side of a high event's latency, medians from its job hash: job timestamp to the bridge's
+    fetch (`processedOn`), and fetch to completion (`finishedOn`: published to Celery, then completed).
+    The high jobs are the ids after the flood's (one BullMQ queue, flushed at the phase's start)."""
+    fetched, held = [], []
+    for job_id in range(flood_n + 1, flood_n + high_n + 1):
+        job = bench.bullmq.hmget(bench.key(str(job_id)), "timestamp", "processedOn", "finishedOn")
+        if all(job):
+            timestamp, processed_on, finished_on = (int(value) for value in job)
+            fetched.append(processed_on - timestamp)
+            held.append(finished_on - processed_on)
+    return {
+        "high_to_bridge_fetch_p50_ms": statistics.median(fetched) if fetched else None,
+        "high_bridge_fetch_to_complete_p50_ms": statistics.median(held) if held else None,
     }
 
 
