@@ -184,8 +184,8 @@ def high_bridge_p50_ms(bench: Bench, flood_n: int, high_n: int) -> dict[str, flo
     fetched, held = [], []
     for job_id in range(flood_n + 1, flood_n + high_n + 1):
         job = bench.bullmq.hmget(bench.key(str(job_id)), "timestamp", "processedOn", "finishedOn")
-        if all(job):
-            timestamp, processed_on, finished_on = (int(value) for value in job)
+        timestamp, processed_on, finished_on = (int(value or 0) for value in job)
+        if timestamp and processed_on and finished_on:
             fetched.append(processed_on - timestamp)
             held.append(finished_on - processed_on)
     return {
