@@ -4,12 +4,6 @@ from django.db import connection
 
 from crm.models import Tenant
 
-_INSERT_SQL = """
-INSERT INTO crm_tenant (external_id, name, created_at) VALUES (%s, '', now())
-ON CONFLICT (external_id) DO NOTHING
-"""
-
-
 _CREATE_MANY_SQL = """
 INSERT INTO crm_tenant (external_id, name, created_at) SELECT e, '', now() FROM unnest(%s::text[]) AS e ORDER BY e
 ON CONFLICT (external_id) DO NOTHING
@@ -29,6 +23,5 @@ def tenant_get_or_create(external_id: str) -> Tenant:
     tenant = Tenant.objects.filter(external_id=external_id).first()
     if tenant is not None:
         return tenant
-    with connection.cursor() as cursor:
-        cursor.execute(_INSERT_SQL, [external_id])
+    tenants_create([external_id])
     return Tenant.objects.get(external_id=external_id)

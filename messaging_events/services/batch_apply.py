@@ -56,7 +56,7 @@ from messaging_events import metrics
 from messaging_events.contract.jobs import BridgedJob, Event, Rejection, canonical_json, content_hash, parse_job
 from messaging_events.contract.routing import EventType
 from messaging_events.contract.schemas import MessagePayload, Payload
-from messaging_events.models import FINAL_STATUSES, InboundEventStatus
+from messaging_events.models import InboundEventStatus
 from messaging_events.outcomes import Outcome
 from messaging_events.services import inbox
 from messaging_events.services.batch_signups import SignupPlanChanged, copy_key, signup_statement, signups_select
@@ -309,8 +309,8 @@ def _apply_claims(claims: list[_Claim], *, replay: bool = False) -> None:
     by key."""
     _claim_rows(claims, replay=replay)
     # New, parked or failed rows are (re)applied, rejected ones too on replay; a conflicting delivery never
-    # is (as in `inbox._runnable`).
-    todo = [c for c in claims if not c.other_content and _runnable(c.status, replay=replay)]
+    # is (`inbox.status_runnable`; the log lines are `_report`'s).
+    todo = [c for c in claims if not c.other_content and inbox.status_runnable(c.status, replay=replay)]
     # Sign-ups first, so that the batch's messages find the contacts they link.
     judged = _signups_apply([c for c in todo if c.event.type is EventType.CONTACT_CREATED])
     todo = [c for c in todo if c.event.type in SET_BASED_TYPES]
@@ -329,11 +329,6 @@ def _apply_claims(claims: list[_Claim], *, replay: bool = False) -> None:
     message_records_apply(records=records)
     if judged:
         _close(judged)
-
-
-def _runnable(status: str, *, replay: bool) -> bool:
-    """Whether a claimed row is judged now, by `inbox._runnable`'s rule (its log lines are `_report`'s)."""
-    return status not in FINAL_STATUSES or (replay and status == InboundEventStatus.REJECTED)
 
 
 def _transaction(claims: list[_Claim], *, events: int, replay: bool = False) -> bool:

@@ -220,6 +220,11 @@ def _apply(event: Event[Payload], source_event_id: int) -> Outcome:
         raise _NotApplied(InboundEventStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}") from exc
 
 
+def status_runnable(status: str, *, replay: bool) -> bool:
+    """Whether a claimed row in this status is judged again: one not final yet, or a rejected one on replay."""
+    return status not in FINAL_STATUSES or (replay and status == InboundEventStatus.REJECTED)
+
+
 def _runnable(parsed: Event[Payload] | Rejection, claim: Claim, *, replay: bool) -> bool:
     """Whether the claimed event is judged now: a new or unfinished row (a rejected one too, on replay),
     never a conflicting delivery (logged here) and never a duplicate of a final row (counted here)."""
@@ -228,9 +233,7 @@ def _runnable(parsed: Event[Payload] | Rejection, claim: Claim, *, replay: bool)
             "event_conflict key=%s type=%s job=%s", parsed.idempotency_key, _type_of(parsed), parsed.job.job_id
         )
         return False
-    if claim.inserted or claim.status not in FINAL_STATUSES:
-        return True
-    if replay and claim.status == InboundEventStatus.REJECTED:
+    if claim.inserted or status_runnable(claim.status, replay=replay):
         return True
     metrics.record_event(_type_of(parsed), "duplicate")
     return False
