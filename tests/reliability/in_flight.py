@@ -13,14 +13,20 @@ import base64
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psutil
+import psycopg
 import redis
 from django.conf import settings
+from django.db import connection
 
 from messaging_events import broker
 from messaging_events.contract.jobs import parse_job
 from messaging_events.models import InboundEvent
+from tests.factories import make_job
 
 BATCH_TASK = "messaging_events.apply_event_batch"
 
@@ -111,3 +117,46 @@ def deliveries(keys: set[str] | list[str]) -> dict[str, int]:
 def received_task_ids(worker_log: str) -> list[str]:
     """Task ids of event batches in the order a worker logged receiving them (one line per delivery)."""
     return re.findall(rf"Task {re.escape(BATCH_TASK)}\[([0-9a-f-]+)\] received", worker_log)
+
+
+@contextmanager
+def claims_held(jobs: list[dict]) -> Iterator[psycopg.Connection]:
+    """An open transaction holding the inbox identities of these stream jobs (uncommitted rows): a batch
+    carrying one of them waits at its claim, the first statement of its transaction, until the block
+    ends. A fault aimed at that batch then lands mid-batch, however fast the workers are."""
+    db = connection.settings_dict
+    holder = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
+    )
+    try:
+        for job in jobs:
+            event = parse_job(make_job(job["name"], job["data"]))
+            holder.execute(
+                "INSERT INTO messaging_events_inboundevent (tenant_ref, event_type, idempotency_key, priority,"
+                " messaging_contact_id, bullmq_job_id, job_name, job_attempts, deliveries, content_hash,"
+                " received_at, updated_at, status, error, attempts, conflict, conflict_hash)"
+                " VALUES (%s, %s, %s, 'normal', '', '', '', 0, 1, '', now(), now(), 'received', '', 0, '', '')",
+                [event.tenant_ref, event.type.value, event.idempotency_key],
+            )
+        yield holder
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def blocked_client_ports(holder: psycopg.Connection) -> set[int]:
+    """The client ports of the database sessions waiting on `holder`'s transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT client_port FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            [holder.info.backend_pid],
+        )
+        return {port for (port,) in cursor.fetchall()}
+
+
+def process_on_port(processes: list[psutil.Process], port: int) -> psutil.Process:
+    """The one of `processes` whose TCP connection has this local port (a worker child's database session)."""
+    for process in processes:
+        if any(conn.laddr and conn.laddr.port == port for conn in process.net_connections(kind="tcp")):
+            return process
+    raise LookupError(f"no process has a connection from port {port}")

@@ -37,12 +37,13 @@ class Stream:
         return len(self.jobs)
 
 
-def known_stream(prefix: str, contacts: int) -> Stream:
-    """Every event carries an eventId, so each has a known inbox identity."""
+def known_stream(prefix: str, contacts: int, *, phones_from: int = 0) -> Stream:
+    """Every event carries an eventId, so each has a known inbox identity. Two streams in one test need
+    distinct `phones_from`, or their contacts share phone numbers (and identities)."""
     stream = Stream(prefix, contacts)
     for i in range(contacts):
         contact, message = f"{prefix}-c{i}", f"{prefix}-m{i}"
-        email, phone = f"{prefix}.person{i}@example.com", f"+2782{i:07d}"
+        email, phone = f"{prefix}.person{i}@example.com", f"+2782{phones_from + i:07d}"
         stream.emails.append(email)
         stream.phones.append(phone)
         jobs = [

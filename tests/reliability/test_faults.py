@@ -21,11 +21,15 @@ import redis
 from messaging_events.models import InboundEvent
 from tests.processes import Processes, bullmq_counts, bullmq_job_state, celery_queue_depths, publish_jobs, wait_until
 from tests.reliability.in_flight import (
+    UnackedMessage,
     active_job_ids,
+    blocked_client_ports,
+    claims_held,
     deliveries,
     event_keys,
     job_event_keys,
     newest_delivery_age,
+    process_on_port,
     received_task_ids,
     unacked_batches,
 )
@@ -45,9 +49,6 @@ pytestmark = [pytest.mark.processes, pytest.mark.timeout(600)]
 
 # Small batches keep several batches in flight, so a fault always lands mid-stream.
 BRIDGE_ENV = {"BRIDGE_BATCH_SIZE": "10", "BRIDGE_CONCURRENCY": "20"}
-# Batches published ahead of the worker: with a backlog in Celery, both pool children always hold a batch,
-# so a kill finds unacknowledged batches however fast the children apply them.
-BACKLOG_BRIDGE_ENV = {**BRIDGE_ENV, "BRIDGE_CONCURRENCY": "60"}
 # About 100 jobs/s (batches of 10 wait out a 100 ms linger): BullMQ still holds waiting and active
 # jobs while the worker keeps up, so a fault hits both sides.
 SLOW_BRIDGE_ENV = {"BRIDGE_CONCURRENCY": "10", "BRIDGE_BATCH_SIZE": "50", "BRIDGE_LINGER_MS": "100"}
@@ -115,72 +116,71 @@ def _worker_children(worker_pid: int) -> list[psutil.Process]:
     return psutil.Process(worker_pid).children(recursive=True)
 
 
-def _redelivered_task(worker, task_ids: list[str]) -> str:
-    """The one of `task_ids` the worker logs as received a second time: a lost batch is requeued
-    with its task id."""
+def _children_waiting_at_a_claim(worker, holder, count: int) -> list[psutil.Process]:
+    """Once `count` of the worker's pool children wait at a batch's claim on `holder`'s rows, those children."""
 
-    def second_delivery() -> str | None:
-        received = received_task_ids(worker.output())
-        return next((tid for tid in task_ids if received.count(tid) >= 2), None)
+    def waiting() -> set[int] | None:
+        ports = blocked_client_ports(holder)
+        return ports if len(ports) >= count else None
 
-    return wait_until(second_delivery, 90, interval=0.1, message=f"a second delivery of one of {task_ids}")
+    ports = wait_until(waiting, 60, interval=0.02, message=f"{count} batches waiting on the held claims")
+    return [process_on_port(_worker_children(worker.pid), port) for port in ports]
 
 
-def _kill_a_busy_child(worker) -> tuple[set[str], set[str], int]:
-    """SIGKILL a pool child while batches are running, until a kill lands on a running batch (the
-    main process logs WorkerLostError). Returns that batch's keys, those already recorded when the
-    child died, and how many kills it took."""
-    for attempt in range(1, 6):
-        wait_until(lambda: unacked_batches() and sum(celery_queue_depths().values()) > 2, 60, interval=0.01)
-        before = unacked_batches()
-        lost_before = worker.output().count("WorkerLostError")
-        child = _worker_children(worker.pid)[0]
-        child.kill()
-        psutil.wait_procs([child], timeout=10)
-        batches = {**before, **unacked_batches()}
-        recorded = {key for key, n in deliveries(event_keys(batches)).items() if n}
-        try:
-            wait_until(lambda n=lost_before: worker.output().count("WorkerLostError") > n, 5, interval=0.05)
-        except AssertionError:
-            continue  # the child was between batches: nothing was lost, try again
-        lost = set(batches[_redelivered_task(worker, list(batches))].keys)
-        return lost, lost & recorded, attempt
-    raise AssertionError("no kill of a pool child landed on a running batch")
+def _batch_carrying(key: str) -> UnackedMessage:
+    return next(batch for batch in unacked_batches().values() if key in batch.keys)
+
+
+# The message.sent of contact 60 of the first stream, and those of contacts 25 and 100 of the second: held
+# (uncommitted inbox rows), they stop their batches at the claim, so each kill lands inside a running batch.
+LOST_AT, STRANDED_AT = 4 * 60 + 1, (4 * 25 + 1, 4 * 100 + 1)
 
 
 def test_worker_child_and_main_process_killed_with_sigkill_mid_batch(processes: Processes) -> None:
-    stream = known_stream("wk", 300)  # long enough that a kill missing a batch leaves work for the next
-    worker, _bridge = _start_pipeline(processes, BACKLOG_BRIDGE_ENV)
-    publish_jobs(stream.jobs)
-    expected = dict.fromkeys(stream.keys, 1)
+    first, second = known_stream("wk", 150), known_stream("wl", 150, phones_from=150)
+    expected = dict.fromkeys(first.keys + second.keys, 1)
+    worker, _bridge = _start_pipeline(processes, BRIDGE_ENV)
 
     # 1. One prefork child dies mid-batch: the main process sees the loss and, with acks_late and
-    # reject_on_worker_lost, rejects the message with requeue; it runs again after the backlog.
-    wait_until(lambda: applied_count("wk") >= 80, 90)
-    killed_at = time.monotonic()
-    lost, lost_recorded, kills = _kill_a_busy_child(worker)
-    wait_until(lambda: all(deliveries(lost).values()), 90, interval=0.05, message="the lost batch to run again")
+    # reject_on_worker_lost, rejects the message with requeue; the batch runs again on a new child.
+    with claims_held([first.jobs[LOST_AT]]) as holder:
+        publish_jobs(first.jobs)
+        [child] = _children_waiting_at_a_claim(worker, holder, 1)
+        lost = _batch_carrying(first.keys[LOST_AT])
+        lost_before = worker.output().count("WorkerLostError")
+        killed_at = time.monotonic()
+        child.kill()
+        psutil.wait_procs([child], timeout=10)
+        # One transaction per batch, stopped at its first statement: nothing of it was recorded.
+        assert not any(deliveries(lost.keys).values())
+        wait_until(lambda: worker.output().count("WorkerLostError") > lost_before, 30, interval=0.05)
+    wait_until(lambda: received_task_ids(worker.output()).count(lost.task_id) >= 2, 60, message="the requeued batch")
+    wait_until(lambda: all(deliveries(lost.keys).values()), 90, interval=0.05, message="the lost batch to run again")
     child_recovery = time.monotonic() - killed_at
-    for key in lost_recorded:  # applied before the kill, then delivered again with the requeued batch
-        expected[key] = 2
     assert worker.alive
+    # The requeue brought it back, not the reconciliation's safety net (which would, 12 s later).
+    assert "inflight_republished" not in worker.output()
+    settle()
+    assert_invariants(first, deliveries=1)  # the lost batch ran again: its one delivery is the requeued one
 
-    # 2. The whole worker dies (main process and children, as on an OOM kill or a crash): what it
-    # held stays in kombu's `unacked` hash. A worker that starts once those messages are older than
-    # the visibility timeout restores them to their queues (kombu's restore_visible at poll init).
-    wait_until(lambda: applied_count("wk") >= 300 and len(unacked_batches()) >= 2, 90, interval=0.01)
-    children = _worker_children(worker.pid)
-    worker.kill()
-    psutil.wait_procs(children, timeout=10)
-    killed_at = time.monotonic()
-    stranded = unacked_batches()
-    assert stranded, "the killed worker held unacknowledged batches"
-    stranded_keys = event_keys(stranded)
-    at_kill = deliveries(stranded_keys)
+    # 2. The whole worker dies (main process and children, as on an OOM kill or a crash) while both children
+    # run a batch: what it held stays in kombu's `unacked` hash. A worker that starts once those messages are
+    # older than the visibility timeout restores them to their queues (kombu's restore_visible at poll init).
+    with claims_held([second.jobs[i] for i in STRANDED_AT]) as holder:
+        publish_jobs(second.jobs)
+        _children_waiting_at_a_claim(worker, holder, 2)
+        children = _worker_children(worker.pid)
+        worker.kill()
+        psutil.wait_procs(children, timeout=10)
+        killed_at = time.monotonic()
+        stranded = unacked_batches()
+        stranded_keys = event_keys(stranded)
+        at_kill = deliveries(stranded_keys)
+    assert {second.keys[i] for i in STRANDED_AT} <= stranded_keys, "the running batches stayed unacknowledged"
     for key, n in at_kill.items():
         expected[key] = n + 1  # each event of a stranded batch is delivered exactly once more
     wait_until(lambda: newest_delivery_age() > VISIBILITY_TIMEOUT_S + 0.5, 30)
-    processes.start_worker("worker-2", env=WORKER_ENV)
+    heir = processes.start_worker("worker-2", env=WORKER_ENV)
     wait_until(
         lambda: deliveries(stranded_keys) == {k: expected[k] for k in stranded_keys},
         90,
@@ -188,16 +188,17 @@ def test_worker_child_and_main_process_killed_with_sigkill_mid_batch(processes: 
         message="the stranded batches to run again",
     )
     node_recovery = time.monotonic() - killed_at
+    # kombu's restore brought them back, not the reconciliation's safety net.
+    assert "inflight_republished" not in heir.output()
 
     settle()
-    assert_invariants(stream)
-    actual = _assert_deliveries(stream.keys, expected)
+    assert_invariants(first)
+    assert_invariants(second)
+    actual = _assert_deliveries(first.keys + second.keys, expected)
     report(
         "worker kill -9",
-        events=stream.size,
-        child_kills_until_a_batch_was_lost=kills,
-        lost_batch_events=len(lost),
-        lost_batch_events_applied_before_the_kill=len(lost_recorded),
+        events=first.size + second.size,
+        lost_batch_events=len(lost.keys),
         child_recovery_s=round(child_recovery, 2),
         unacked_batches_at_node_kill=len(stranded),
         events_in_unacked_batches=len(stranded_keys),
