@@ -6,7 +6,10 @@ import tempfile
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
+from config import redis_transport
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+redis_transport.install()
 
 # A worker with WORKER_METRICS_PORT counts in prometheus-client's multiprocess mode, which must be chosen
 # before any metric exists: one directory per worker node, shared by its pool children.
