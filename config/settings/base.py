@@ -218,6 +218,10 @@ STATUS_MAX_WAITING_AGE_S = env.int("STATUS_MAX_WAITING_AGE_S", default=300)
 STATUS_MAX_FAILED_JOBS = env.int("STATUS_MAX_FAILED_JOBS", default=0)
 STATUS_MAX_QUEUE_DEPTH = env.int("STATUS_MAX_QUEUE_DEPTH", default=100_000)
 STATUS_MAX_PARKED_AGE_S = env.int("STATUS_MAX_PARKED_AGE_S", default=24 * 3600)
+# A batch published and still unfinished after this long: no worker is applying it (down, stuck after a
+# broker outage, or far behind). Above the visibility timeout (600 s), after which a crashed worker's batch
+# runs again, and the longest retry countdown (60 s).
+STATUS_MAX_INFLIGHT_AGE_S = env.int("STATUS_MAX_INFLIGHT_AGE_S", default=900)
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="")
 
 # --- Error tracking -------------------------------------------------------

@@ -140,6 +140,11 @@ def threshold_problems(status: BridgeStatus) -> list[str]:
             problems.append(
                 f"Celery queue {name} holds {depth} messages (STATUS_MAX_QUEUE_DEPTH={settings.STATUS_MAX_QUEUE_DEPTH})"
             )
+    if status.inflight_oldest_age_s is not None and status.inflight_oldest_age_s > settings.STATUS_MAX_INFLIGHT_AGE_S:
+        problems.append(
+            f"oldest in-flight batch was published {status.inflight_oldest_age_s:.0f}s ago and no worker has "
+            f"finished it (STATUS_MAX_INFLIGHT_AGE_S={settings.STATUS_MAX_INFLIGHT_AGE_S})"
+        )
     if status.oldest_parked is not None and status.oldest_parked.age_s > settings.STATUS_MAX_PARKED_AGE_S:
         problems.append(
             f"parked event {status.oldest_parked.id} is {status.oldest_parked.age_s:.0f}s old "

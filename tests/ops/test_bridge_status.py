@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from messaging_events import inflight_register
 from messaging_events.broker import queue_keys
 from messaging_events.models import InboundEvent
 from messaging_events.publishing import publish_batch
@@ -135,6 +136,19 @@ def test_each_threshold_gives_exit_status_1(known_state, settings) -> None:
     assert "Celery queue high" not in problems  # 2 is not more than 2
     assert f"parked event {known_state['oldest_parked'].pk}" in problems
     assert "STATUS_MAX_FAILED_JOBS" not in problems
+
+
+def test_a_batch_no_worker_finished_crosses_the_in_flight_threshold(known_state, settings) -> None:
+    # Published 20 minutes ago and never finished (a stopped or stuck worker): tracked, never forgotten.
+    inflight_register.client().zadd(inflight_register.REGISTER_KEY, {"stuck": time.time() - 1200})
+    settings.STATUS_MAX_WAITING_AGE_S = 3600
+    settings.STATUS_MAX_PARKED_AGE_S = 48 * 3600
+    code, status = _status()
+    assert status["inflight_batches"] == 3
+    assert 1199 <= status["inflight_oldest_age_s"] <= 1260
+    assert code == 1
+    assert len(status["problems"]) == 1
+    assert "STATUS_MAX_INFLIGHT_AGE_S=900" in status["problems"][0]
 
 
 def test_failed_bullmq_jobs_cross_the_threshold(broker_redis, bullmq_redis, settings) -> None:
