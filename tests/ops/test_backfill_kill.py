@@ -14,6 +14,7 @@ from messaging_events.contact_export import contacts_backfill
 from tests.crm.backfill_snapshot import crm_flush, crm_snapshot
 from tests.ops.contact_files import row, write_jsonl
 from tests.processes import Processes, manage_command, wait_until
+from tests.processes.children import child_database_url
 
 ROWS = 6_000
 CHUNK = 300
@@ -35,24 +36,13 @@ def _committed_line() -> int:
 def _hold_contact_address(values: dict[str, str]) -> psycopg.Connection:
     """An open transaction holding the ContactAddress key the backfill will write for `values`' row."""
     tenant, _ = Tenant.objects.get_or_create(external_id=values["tenantId"], defaults={"name": ""})
-    blocker = psycopg.connect(**_dsn())
+    blocker = psycopg.connect(child_database_url())
     blocker.execute(
         "INSERT INTO crm_contactaddress (tenant_id, contact_id, kind, address, occurred_at, source_key)"
         " VALUES (%s, %s, 'email', %s, now(), %s)",
         [tenant.pk, values["contactId"], values["email"], values["eventId"]],
     )
     return blocker
-
-
-def _dsn() -> dict[str, object]:
-    db = connection.settings_dict
-    return {
-        "host": db["HOST"],
-        "port": db["PORT"],
-        "user": db["USER"],
-        "password": db["PASSWORD"],
-        "dbname": db["NAME"],
-    }
 
 
 def _backfill_waits_on_a_lock() -> bool:

@@ -27,6 +27,7 @@ from messaging_events import broker
 from messaging_events.contract.jobs import parse_job
 from messaging_events.models import InboundEvent
 from tests.factories import make_job
+from tests.processes.children import child_database_url
 
 BATCH_TASK = "messaging_events.apply_event_batch"
 
@@ -124,10 +125,7 @@ def claims_held(jobs: list[dict]) -> Iterator[psycopg.Connection]:
     """An open transaction holding the inbox identities of these stream jobs (uncommitted rows): a batch
     carrying one of them waits at its claim, the first statement of its transaction, until the block
     ends. A fault aimed at that batch then lands mid-batch, however fast the workers are."""
-    db = connection.settings_dict
-    holder = psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
-    )
+    holder = psycopg.connect(child_database_url())
     try:
         for job in jobs:
             event = parse_job(make_job(job["name"], job["data"]))
