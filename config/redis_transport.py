@@ -1,34 +1,35 @@
-"""kombu's Redis transport, with a fix for a worker that lost its broker while it waited on BRPOP.
+"""kombu's Redis transport, with a fix for a worker whose broker connection was lost with batches in hand.
 
-kombu 5.7 closes the consumer's channel twice after a connection loss. Celery's consumer first calls
-`Connection.collect()`: the channel's close reads the pending BRPOP, which raises ConnectionError before the
-channel is marked closed, and collect goes on to detach the transport (`transport.client = None`). Celery
-then calls `Connection.close()`, which closes the channel again; with delivered, unacknowledged messages it
-tries to restore them, builds a new connection pool from `transport.client`, and raises AttributeError.
-That is not a connection error, so the worker logs "Unrecoverable error", stops consuming, and hangs in its
-shutdown: with Redis back, nothing is applied until someone restarts it (the Redis-restart fault test
-caught it, in about one run in six).
+After a connection loss, Celery's consumer detaches the old transport (`transport.client = None`, in
+`Connection.collect()`) while channels of that connection are still in use: kombu 5.7 closes the consumer's
+channel a second time, restoring its unacknowledged deliveries, and a batch that finished during the outage
+is acknowledged on its old channel once the worker has reconnected. Both build a connection pool from
+`transport.client`, and raised AttributeError. That is not a connection error, so the worker logged
+"Unrecoverable error", stopped consuming, and hung in its shutdown: with Redis back, nothing was applied
+until someone restarted it (the Redis-restart fault test caught both paths).
 
-Nothing can be restored at that point anyway (the transport no longer knows the broker). The messages stay
-in kombu's `unacked` hash, and the reconnected worker restores them once they are older than the
-visibility timeout, as it does for any batch a lost connection left behind (docs/reliability.md).
+Here a channel of a detached transport raises a connection error instead, at the one place both paths meet.
+Celery and kombu handle that as they handle any lost connection: the close ignores it, the acknowledgement is
+logged as failed ("Couldn't ack"). The messages stay in kombu's `unacked` hash, and the reconnected worker
+restores them once they are older than the visibility timeout; the inbox makes the second run harmless.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu import transport as kombu_transport
 from kombu.transport import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 ALIASES = ("redis", "rediss")
 
 
 class Channel(redis.Channel):
-    def close(self) -> None:
-        try:
-            super().close()
-        except AttributeError:
-            if self.connection.client is not None:
-                raise
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection of this channel was closed")
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]  # not in the kombu stubs
 
 
 class Transport(redis.Transport):

@@ -1,5 +1,6 @@
-"""The broker transport closes a channel whose transport was already detached, as Celery's consumer does
-after a connection loss, without the AttributeError that stopped the worker (config/redis_transport.py)."""
+"""A channel whose transport Celery's consumer already detached after a connection loss is closed, or
+acknowledges a delivery, with a connection error, not the AttributeError that stopped the worker
+(config/redis_transport.py)."""
 
 import uuid
 from collections.abc import Iterator
@@ -46,14 +47,30 @@ def test_closing_a_channel_of_a_detached_transport_keeps_its_delivery_for_the_vi
     queue: str, broker_redis: redis.Redis
 ) -> None:
     channel, tag = _channel_holding_a_delivery(queue, redis_transport.Transport)
-    channel.close()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        channel.close()  # the consumer's close ignores connection errors (kombu's maybe_close_channel)
     assert channel.closed
     # Restored to its queue by a worker once older than the visibility timeout.
     assert broker_redis.hkeys(broker.unacked_key()) == [tag.encode()]
 
 
-def test_kombus_own_transport_still_raises_there(queue: str) -> None:
-    """The bug this transport works around. When kombu fixes it, this fails: then delete config/redis_transport.py."""
-    channel, _tag = _channel_holding_a_delivery(queue, kombu_redis.Transport)
-    with pytest.raises(AttributeError, match="hostname"):
+def test_acknowledging_on_a_detached_transport_is_a_connection_error(queue: str, broker_redis: redis.Redis) -> None:
+    """A batch that finished during the outage is acknowledged on its old channel, closed by then, after the
+    reconnection: Celery logs a connection error there ("Couldn't ack") and goes on."""
+    channel, tag = _channel_holding_a_delivery(queue, redis_transport.Transport)
+    with pytest.raises(redis.exceptions.ConnectionError):
         channel.close()
+    with pytest.raises(tuple(redis_transport.Transport.connection_errors)):
+        channel.basic_ack(tag)
+    assert broker_redis.hkeys(broker.unacked_key()) == [tag.encode()]
+
+
+@pytest.mark.parametrize("use", ["close", "ack"])
+def test_kombus_own_transport_still_raises_there(queue: str, use: str) -> None:
+    """The bug this transport works around. When kombu fixes it, this fails: then delete config/redis_transport.py."""
+    channel, tag = _channel_holding_a_delivery(queue, kombu_redis.Transport)
+    if use == "ack":
+        with pytest.raises(AttributeError, match="hostname"):
+            channel.close()
+    with pytest.raises(AttributeError, match="hostname"):
+        channel.close() if use == "close" else channel.basic_ack(tag)
