@@ -26,6 +26,7 @@ from tests.processes import (
     wait_until,
     worker_command,
 )
+from tests.reliability.in_flight import blocked_client_ports, claims_held
 from tests.reliability.stream import assert_invariants, known_stream, settle
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(600)]
@@ -64,25 +65,34 @@ def test_two_nodes_and_two_bridges_apply_each_event_once_and_keep_priority(proce
     assert all(tasks_run(w) > 0 for w in workers), [tasks_run(w) for w in workers]  # both nodes worked
 
     # 2. Strict priority still holds with two consumers: a high event published behind a low backlog
-    #    is applied ahead of most of that backlog.
+    #    is applied ahead of most of that backlog. The backlog's inbox rows are held open, so each node's
+    #    child waits at the claim of its first backlog batch while the rest of the backlog fills Celery's
+    #    `low` queue: the high event meets a waiting backlog however fast the nodes drain it.
     contact, backlog = "so-c0", 800
     opens = [
         message_job("email.opened", message_payloads(contact=contact, message=f"so-bl-{i}")["email.opened"], contact)
         for i in range(backlog)
     ]
-    publish_jobs(opens)
-    lows = InboundEvent.objects.filter(event_type="email.opened", messaging_contact_id=contact).exclude(
-        idempotency_key__startswith="so-"
-    )
-    wait_until(lambda: lows.count() >= 50, 60)
-    assert celery_queue_depths()["low"] > 0, "the backlog must still be waiting when the high event comes"
     payloads = contact_payloads(tenant="t-reliability", contact=contact, prefix="so-high")
     preference = {**payloads["contactPreference.updated"], "emailOptIn": False}
-    publish_jobs([contact_job("contactPreference.updated", preference)])
+    with claims_held(opens) as holder:
+        publish_jobs(opens)
+        wait_until(
+            lambda: bullmq_counts()["completed"] >= stream.size + backlog and len(blocked_client_ports(holder)) == 2,
+            60,
+            message=lambda: f"{bullmq_counts()} blocked={blocked_client_ports(holder)}",
+        )
+        # Batches of at most 10 events: at least 80 messages, one held by each node.
+        assert celery_queue_depths()["low"] >= backlog // 10 - 2, "the backlog waits in Celery behind the two nodes"
+        publish_jobs([contact_job("contactPreference.updated", preference)])
+        wait_until(lambda: celery_queue_depths()["high"] == 1, 30, message=lambda: str(celery_queue_depths()))
     wait_for_quiescence(timeout=240, min_inbox_rows=stream.size + backlog + 1)
 
     high = InboundEvent.objects.get(idempotency_key="so-high_125")
     assert high.status == "applied", high.error
+    lows = InboundEvent.objects.filter(event_type="email.opened", messaging_contact_id=contact).exclude(
+        idempotency_key__startswith="so-"
+    )
     assert lows.count() == backlog and set(lows.values_list("status", flat=True)) == {"applied"}
     after_high = lows.filter(applied_at__gt=high.applied_at).count()
     assert after_high >= backlog // 4, f"only {after_high} low events were applied after the high one"
