@@ -15,6 +15,7 @@ from tests.processes import (
     wait_for_quiescence,
     wait_until,
 )
+from tests.reliability.in_flight import blocked_client_ports, claims_held
 
 pytestmark = pytest.mark.processes
 
@@ -76,11 +77,14 @@ def test_a_high_event_published_later_overtakes_the_low_backlog(processes: Proce
     wait_until(lambda: bullmq_counts()["completed"] == backlog + 1, 30, message=lambda: str(bullmq_counts()))
     assert celery_queue_depths()["low"] > 0
 
-    processes.start_worker(concurrency=1)
-    # The worker is draining the backlog when the high event arrives.
-    wait_until(lambda: InboundEvent.objects.filter(event_type="email.opened").count() >= 50, 30)
+    # The backlog's inbox rows are held open: the worker's one child waits at the claim of its first batch,
+    # so the high event meets the backlog in Celery however fast the worker would drain it.
     preference = contact_payloads(contact=contact, prefix="prio-high")["contactPreference.updated"]
-    publish_jobs([contact_job("contactPreference.updated", {**preference, "emailOptIn": False})])
+    with claims_held(opens) as holder:
+        processes.start_worker(concurrency=1)
+        wait_until(lambda: blocked_client_ports(holder), 30, message="the first batch waiting at its claim")
+        publish_jobs([contact_job("contactPreference.updated", {**preference, "emailOptIn": False})])
+        wait_until(lambda: celery_queue_depths()["high"] == 1, 30, message=lambda: str(celery_queue_depths()))
     wait_for_quiescence(timeout=300, min_inbox_rows=backlog + 2)  # a loaded machine drains slowly
 
     high = InboundEvent.objects.get(event_type="contactPreference.updated")
