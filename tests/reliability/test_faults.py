@@ -230,24 +230,30 @@ def test_sigterm_with_work_in_flight_shuts_down_cleanly(processes: Processes) ->
     # 2. The worker. Every event's inbox row is held open, so both pool children wait at the claim of their
     #    first batch: the SIGTERM finds two batches running, and none being handed to a child. (A batch handed
     #    over just as a warm shutdown begins can be left unacknowledged and delivered twice, a Celery prefork
-    #    race the inbox makes harmless; docs/reliability.md.)
+    #    race the inbox makes harmless; docs/reliability.md.) The worker may hold more batches than its two
+    #    children run (kombu can fetch past the prefetch limit while the consumer starts): it must hand
+    #    those back unrun.
     with claims_held(stream.jobs) as holder:
         worker = processes.start_worker(env=WORKER_ENV, wait=False)
         processes.start_beat(env=BEAT_ENV, wait=False)
         processes.wait_ready()
         _children_waiting_at_a_claim(worker, holder, 2)
-        running = unacked_batches()
-        assert len(running) == 2, running
+        held = unacked_batches()
         started = time.monotonic()
         worker.send_signal(signal.SIGTERM)
         worker.wait_for_output("Warm shutdown", 30)
-    # The holds end inside the shutdown: the two batches finish, are acknowledged, and the worker exits.
+    # The holds end inside the shutdown: the two running batches finish, are acknowledged, and the worker exits.
     worker.popen.wait(60)
     worker_s = time.monotonic() - started
     assert worker.stop() == 0
     assert celery_queue_depths()["unacked"] == 0, "a clean worker shutdown leaves nothing unacknowledged"
-    applied = InboundEvent.objects.filter(idempotency_key__startswith="st-", status="applied")
-    assert set(applied.values_list("idempotency_key", flat=True)) == event_keys(running), "the two running batches"
+    applied = set(
+        InboundEvent.objects.filter(idempotency_key__startswith="st-", status="applied").values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    ran = {task_id: batch for task_id, batch in held.items() if set(batch.keys) <= applied}
+    assert len(ran) == 2 and event_keys(ran) == applied, "exactly the two running batches were applied"
 
     processes.start_worker("worker-2", env=WORKER_ENV, wait=False)
     processes.start_bridge("bridge-2", env=BRIDGE_ENV, wait=False)
@@ -259,7 +265,7 @@ def test_sigterm_with_work_in_flight_shuts_down_cleanly(processes: Processes) ->
         "SIGTERM",
         events=stream.size,
         bullmq_active_at_bridge_term=active_at_term,
-        running_batches_at_worker_term=len(running),
+        unacked_batches_at_worker_term=len(held),
         bridge_exit_s=round(bridge_s, 2),
         worker_exit_s=round(worker_s, 2),
     )
