@@ -23,7 +23,7 @@ from redis import RedisError
 from messaging_events import error_tracking, metrics
 from messaging_events.bridge import metrics as bridge_metrics
 from messaging_events.bridge.batcher import Batcher, Publish, Slots
-from messaging_events.bridge.completions import PipelinedCompletions
+from messaging_events.bridge.pipelined import PipelinedScripts
 from messaging_events.bridge.publisher import CeleryPublisher
 from messaging_events.bridge.watch import ConnectionWatch
 from messaging_events.connections import describe_error
@@ -105,8 +105,8 @@ def _integer_text(raw: object) -> bool:
 
 
 class BridgeWorker(Worker):
-    """The bullmq Worker with two guarantees the stock one lacks, completing jobs in pipelines
-    (`completions.py`).
+    """The bullmq Worker with two guarantees the stock one lacks, sending its fetches and completions
+    in pipelines (`pipelined.py`).
 
     Undecodable data: bullmq parses `data` with `json.loads` before any processor runs, so a
     job whose data is not JSON (only a raw Redis write can make one) would fail inside the fetch,
@@ -122,8 +122,10 @@ class BridgeWorker(Worker):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        # A Celery batch's jobs finish together: complete them in one pipeline, not one call each.
-        self.backend.moveToCompleted = PipelinedCompletions(self.backend.scripts).move_to_completed
+        # Fetches start together and a Celery batch's jobs finish together: one pipeline each, not a call per job.
+        pipelined = PipelinedScripts(self.backend.scripts)
+        self.backend.moveToActive = pipelined.move_to_active
+        self.backend.moveToCompleted = pipelined.move_to_completed
 
     async def nextJobFromJobData(self, job_data=None, job_id=None, limit_until=0, delay_until=0, token=None):
         if job_data and not _decodes(job_data.get("data", "{}")):
