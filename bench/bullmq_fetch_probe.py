@@ -32,13 +32,13 @@ import time
 import uuid
 
 import django
-import msgpack  # type: ignore[import-untyped]  # bullmq packs its script options with it
 import uvloop
 from bullmq import Job, Queue, Worker
 from bullmq.scripts import raw2NextJobData
 
+from messaging_events.bridge.pipelined import FETCH_KEYS, fetch_arguments
+
 QUEUE, PREFIX, KEEP_COMPLETED, LOCK_MS, PUBLISH_BATCH = "crm-events", "bull", {"count": 10_000}, 30_000, 32
-FETCH_KEYS = ("wait", "active", "prioritized", "events", "stalled", "limiter", "delayed", "paused", "meta", "pc")
 
 
 def job_specs(n: int) -> list[dict]:
@@ -76,14 +76,13 @@ def bridge_work(jobs: list[Job]) -> None:
 
 async def drain_pipelined(queue: Queue, n: int, per_pipeline: int, with_bridge_work: bool) -> float:
     scripts, client = queue.scripts, queue.client
-    fetch_keys = scripts.getKeys([*FETCH_KEYS, "marker"])
+    fetch_keys = scripts.getKeys(FETCH_KEYS)
     done, started = 0, time.perf_counter()
     while done < n:
         tokens = [f"{uuid.uuid4()}:{i}" for i in range(per_pipeline)]
         pipe = client.pipeline(transaction=False)
         for token in tokens:
-            opts = msgpack.packb({"token": token, "lockDuration": LOCK_MS, "limiter": None}, use_bin_type=True)
-            args = [scripts.keys[""], round(time.time() * 1000), opts]
+            args = fetch_arguments(scripts, token, {"lockDuration": LOCK_MS})
             await scripts.commands["moveToActive"](keys=fetch_keys, args=args, client=pipe)
         fetched = []
         for token, raw in zip(tokens, await pipe.execute(), strict=True):

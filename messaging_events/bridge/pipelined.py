@@ -17,7 +17,7 @@ import msgpack  # type: ignore[import-untyped]  # bullmq packs its script option
 from bullmq.scripts import Scripts, raw2NextJobData
 
 # Scripts.moveToActive's keys, in its order (bullmq 3.4.4): the call is built here so that it can be queued.
-_FETCH_KEYS = [
+FETCH_KEYS = (
     "wait",
     "active",
     "prioritized",
@@ -29,7 +29,16 @@ _FETCH_KEYS = [
     "meta",
     "pc",
     "marker",
-]
+)
+
+
+def fetch_arguments(scripts: Scripts, token: str, opts: dict) -> list:
+    """`moveToActive`'s arguments for one fetch, as `Scripts.moveToActive` builds them."""
+    packed = msgpack.packb(
+        {"token": token, "lockDuration": opts.get("lockDuration", 0), "limiter": opts.get("limiter")},
+        use_bin_type=True,
+    )
+    return [scripts.keys[""], round(time.time() * 1000), packed]
 
 
 @dataclass
@@ -37,41 +46,37 @@ class _Call:
     script: str
     keys: list
     args: list
-    job_id: str  # for a completion's error message
     done: asyncio.Future
 
 
 class PipelinedScripts:
     def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
+        self._fetch_keys = scripts.getKeys(FETCH_KEYS)
         self._pending: list[_Call] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task] = set()
 
     async def move_to_active(self, token: str, opts: dict) -> list[Any]:
         """`RedisBackend.moveToActive`'s contract."""
-        packed = msgpack.packb(
-            {"token": token, "lockDuration": opts.get("lockDuration", 0), "limiter": opts.get("limiter")},
-            use_bin_type=True,
-        )
-        args = [self._scripts.keys[""], round(time.time() * 1000), packed]
-        return raw2NextJobData(await self._queue("moveToActive", self._scripts.getKeys(_FETCH_KEYS), args, ""))
+        args = fetch_arguments(self._scripts, token, opts)
+        return raw2NextJobData(await self._queue("moveToActive", self._fetch_keys, args))
 
     async def move_to_completed(
         self, job: Any, return_value: Any, remove_on_complete: Any, token: str, fetch_next: bool = True
     ) -> dict:
         """`RedisBackend.moveToCompleted`'s contract, never fetching the next job (the Worker asks it not to)."""
         keys, args = self._scripts.moveToCompletedArgs(job, return_value, remove_on_complete, token, False)
-        result = await self._queue("moveToFinished", keys, args, str(job.id))
+        result = await self._queue("moveToFinished", keys, args)
         if isinstance(result, int) and result < 0:
             raise self._scripts.finishedErrors(
                 {"code": result, "jobId": str(job.id), "command": "moveToFinished", "state": "active"}
             )
         return {"result": raw2NextJobData(result) if result is not None else None, "finishedOn": args[1]}
 
-    def _queue(self, script: str, keys: list, args: list, job_id: str) -> asyncio.Future:
+    def _queue(self, script: str, keys: list, args: list) -> asyncio.Future:
         loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, job_id, loop.create_future())
+        call = _Call(script, keys, args, loop.create_future())
         self._pending.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True

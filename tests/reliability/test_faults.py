@@ -231,8 +231,7 @@ def test_sigterm_with_work_in_flight_shuts_down_cleanly(processes: Processes) ->
     #    first batch: the SIGTERM finds two batches running, and none being handed to a child. (A batch handed
     #    over just as a warm shutdown begins can be left unacknowledged and delivered twice, a Celery prefork
     #    race the inbox makes harmless; docs/reliability.md.) The worker may hold more batches than its two
-    #    children run (seen once under load, at start-up): it must hand
-    #    those back unrun.
+    #    children run (seen once under load, at start-up): it must hand those back unrun.
     with claims_held(stream.jobs) as holder:
         worker = processes.start_worker(env=WORKER_ENV, wait=False)
         processes.start_beat(env=BEAT_ENV, wait=False)
