@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]  # bullmq packs its script options with it
+import msgpack  # type: ignore[import-untyped]  # pinned in requirements.txt
 from bullmq.scripts import Scripts, raw2NextJobData
 
 # Scripts.moveToActive's keys, in its order (bullmq 3.4.4): the call is built here so that it can be queued.
