@@ -56,15 +56,17 @@ def identity_lock(*, tenant_external_id: str, contact_id: str, email: str, phone
     )
 
 
-def identity_locks(identities: Iterable[tuple[str, str, str, str]]) -> None:
-    """`identity_lock` for many (tenant external id, contact id, email, phone) at once: one statement,
-    every lock in the one key order `advisory_locks_acquire` uses (the worker's set-based sign-ups)."""
+def identity_locks(identities: Iterable[tuple[str, str, str, str]], *, waits: Iterable[str] = ()) -> None:
+    """`identity_lock` for many (tenant external id, contact id, email, phone) at once, and
+    `locks.contact_identities_wait` for the contact ids `waits`: one statement, every lock in the one key
+    order `advisory_locks_acquire` uses (the worker's set-based sign-ups and messages)."""
     advisory_locks_acquire(
         *(
             name
             for tenant, contact, email, phone in identities
             for name in _identity_lock_names(tenant_external_id=tenant, contact_id=contact, email=email, phone=phone)
-        )
+        ),
+        shared=[contact_lock_name(contact_id) for contact_id in waits],
     )
 
 

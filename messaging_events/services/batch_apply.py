@@ -9,11 +9,12 @@ events) are applied together in a fixed number of statements, whatever the batch
    order; the returned rows are mapped back by identity, never by position. As in the per-event claim,
    a row already applied, ignored or rejected is a duplicate: only its delivery count changes, and a
    delivery whose content differs from its row's opens a conflict and is never applied;
-3. apply the new contacts' sign-ups (below): their identity locks, a check that they are still new, then
-   `crm.services.backfill_bulk.new_contacts_write` (profiles, links, addresses, ledger, consent states,
-   activities, segment memberships) in a fixed number of statements;
-4. fetch the contact links of the message events in one query; an unknown contact parks its event (once any
-   identity resolution in flight for it has committed: `locks.contact_identities_wait`), a stated
+3. fetch the contact links of the message events in one query;
+4. apply the new contacts' sign-ups (below): their identity locks, taken in one statement with the waits for
+   any identity resolution in flight of the message events' unknown contacts (`locks.contact_identities_wait`),
+   a check that they are still new, then `crm.services.backfill_bulk.new_contacts_write` (profiles, links,
+   addresses, ledger, consent states, activities, segment memberships) in a fixed number of statements. The
+   links of the contacts still unknown are fetched again: an unknown contact parks its event, a stated
    tenant other than the link's rejects it (as `messaging_events.handlers` does);
 5. record the applied ones with `crm.services.message_batches` (score-refresh rows, profile locks,
    activities, interactions, attributions, profile timestamps);
@@ -47,7 +48,6 @@ from crm.models import ContactLink, InteractionType, Tenant
 from crm.services.backfill_bulk import contacts_unknown, new_contacts_write
 from crm.services.contacts import ContactImportOutcome
 from crm.services.identity import contact_link_check_tenant, identity_locks
-from crm.services.locks import contact_identities_wait
 from crm.services.message_batches import LinkRow, MessageRecord, contact_links_fetch, message_records_apply
 from crm.services.prepared import prepared_cursor
 from crm.services.recordsets import recordset_json
@@ -281,14 +281,22 @@ def _close(judged: list[tuple[_Claim, Outcome]]) -> None:
         cursor.execute(_CLOSE_SQL, [recordset_json(rows)])
 
 
-def _signups_apply(claims: list[_Claim]) -> list[tuple[_Claim, Outcome]]:
+def _signups_apply(claims: list[_Claim], *, waits: set[str]) -> list[tuple[_Claim, Outcome]]:
     """The sign-ups planned "new" (`batch_signups`): under their identity locks (as `contact_statement_apply`
-    takes them, all in one statement), checked again to be new, then written by the backfill's bulk writer.
-    Each is applied with the outcome `handlers.contact_created` reports for a new contact."""
-    if not claims:
-        return []
+    takes them), checked again to be new, then written by the backfill's bulk writer. Each is applied with
+    the outcome `handlers.contact_created` reports for a new contact.
+
+    The same statement waits for the identity resolutions in flight of the `waits` contacts (the batch's
+    message events whose contacts have no link: `locks.contact_identities_wait`). Taken in two statements, a
+    batch holding its sign-ups' locks could wait for another batch that holds the locks of its sign-ups and
+    waits for this one's: a deadlock (seen in the bench, when each signed up a contact the other had a
+    message for)."""
     statements = [signup_statement(c.event, c.row_id) for c in claims]
-    identity_locks((s.tenant_external_id, s.contact_id, s.email or "", s.phone or "") for s in statements)
+    identity_locks(
+        ((s.tenant_external_id, s.contact_id, s.email or "", s.phone or "") for s in statements), waits=waits
+    )
+    if not statements:
+        return []
     if not all(contacts_unknown(statements)):
         raise SignupPlanChanged(f"{len(statements)} sign-ups planned new; another worker linked some since")
     tenants = new_contacts_write(statements)
@@ -305,19 +313,20 @@ def _signups_apply(claims: list[_Claim]) -> list[tuple[_Claim, Outcome]]:
 
 def _apply_claims(claims: list[_Claim], *, replay: bool = False) -> None:
     """The set-based transaction's body. Lock order: inbox rows by identity, then the sign-ups' identity
-    locks, then (in message_records_apply) score-refresh rows, profiles by id, message locks, interactions
-    by key."""
+    locks with the unknown contacts' waits (one statement), then (in message_records_apply) score-refresh rows,
+    profiles by id, message locks, interactions by key."""
     _claim_rows(claims, replay=replay)
     # New, parked or failed rows are (re)applied, rejected ones too on replay; a conflicting delivery never
     # is (`inbox.status_runnable`; the log lines are `_report`'s).
     todo = [c for c in claims if not c.other_content and inbox.status_runnable(c.status, replay=replay)]
-    # Sign-ups first, so that the batch's messages find the contacts they link.
-    judged = _signups_apply([c for c in todo if c.event.type is EventType.CONTACT_CREATED])
+    signups = [c for c in todo if c.event.type is EventType.CONTACT_CREATED]
     todo = [c for c in todo if c.event.type in SET_BASED_TYPES]
     links = contact_links_fetch(contact_ids=(c.event.contact_id for c in todo))
+    # Contacts with no link: their events would park. First let a contact.created linking one of them commit
+    # (in the sign-ups' lock statement), and write the batch's own sign-ups, then look again.
     unknown = {c.event.contact_id for c in todo} - links.keys()
-    if unknown:  # about to park: first let a contact.created linking one of them commit
-        contact_identities_wait(unknown)
+    judged = _signups_apply(signups, waits=unknown)
+    if unknown:
         links |= contact_links_fetch(contact_ids=unknown)
     records = []
     for claim in todo:

@@ -2,6 +2,7 @@
 applied together write exactly what the per-event path writes, row by row and with the same sources, and a
 batch of them costs a fixed number of statements whatever its size."""
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -267,3 +268,47 @@ def test_a_new_tenant_in_flight_elsewhere_cannot_deadlock_a_sign_up() -> None:
     assert result.statuses == {"applied": 2}
     assert batch_apply.fallback_batches() == fallbacks
     assert Profile.objects.filter(tenant__external_id="tenant_new").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_batches_signing_up_each_others_message_contacts_cannot_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch signs up two new contacts and has a message for a contact the other batch signs up. Both are
+    held just before writing their sign-ups, after their identity locks. The sign-ups' locks and the waits of
+    the messages about to park are one statement: the second batch waits there for the first, which goes on
+    when the hold times out, and neither falls back. (With the waits in a second statement, each batch held
+    its sign-ups' locks and waited for the other's: PostgreSQL aborted one, a `batch_fallback`.)"""
+    tenant_get_or_create("tenant_123")
+    first = [signup("dx-a1", 1), signup("dx-a2", 2), message_sent_job(contact_id="dx-b1", message_id="m-b1")]
+    second = [signup("dx-b1", 3), signup("dx-b2", 4), message_sent_job(contact_id="dx-a1", message_id="m-a1")]
+    both_locked = threading.Barrier(2, timeout=2.0)
+    write = batch_apply.new_contacts_write
+
+    def held_write(*args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other batch waits for this one's locks
+            both_locked.wait()
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(batch_apply, "new_contacts_write", held_write)
+    results: dict[str, inbox.BatchResult] = {}
+
+    def apply_second() -> None:
+        try:
+            results["second"] = batch_apply.apply_batch(second)
+        finally:
+            connection.close()
+
+    fallbacks = batch_apply.fallback_batches()
+    other = threading.Thread(target=apply_second)
+    other.start()
+    results["first"] = batch_apply.apply_batch(first)
+    other.join(30)
+
+    assert batch_apply.fallback_batches() == fallbacks
+    assert sorted(results) == ["first", "second"]
+    # The batch that locked second saw the other's sign-up committed; the other parked its message.
+    assert sorted(r.statuses.get("parked", 0) for r in results.values()) == [0, 1]
+    assert all(r.statuses["applied"] == 3 - r.statuses.get("parked", 0) for r in results.values())
+    assert Profile.objects.filter(contact_links__messaging_contact_id__startswith="dx-").count() == 4
+    unpark_contacts(["dx-a1", "dx-b1"])
+    assert set(InboundEvent.objects.values_list("status", flat=True)) == {"applied"}
+    assert InboundEvent.objects.count() == 6
