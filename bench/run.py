@@ -42,9 +42,9 @@ def run(bench: Bench) -> int:
     if PG_STATS:
         db.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     contacts, tenants = SIZES["contacts"], SIZES["tenants"]
-    paths, size = write_streams(bench, contacts, tenants)
+    paths = write_streams(bench, contacts, tenants)
     try:
-        run_phases(bench, paths, contacts, tenants, size)
+        run_phases(bench, paths, contacts, tenants)
     finally:
         bench.stop_all()
         bench.sampler.stop()
@@ -52,7 +52,7 @@ def run(bench: Bench) -> int:
     return 0
 
 
-def run_phases(bench: Bench, paths: dict[str, Path], contacts: int, tenants: int, size: int) -> None:
+def run_phases(bench: Bench, paths: dict[str, Path], contacts: int, tenants: int) -> None:
     """The phases BENCH_PHASES names, in their fixed order."""
     from bench import stream
 
@@ -62,18 +62,18 @@ def run_phases(bench: Bench, paths: dict[str, Path], contacts: int, tenants: int
     if "bridge_drain" in PHASES:
         drain.bridge_drain(bench, paths["drain"], n)
     if "e2e" in PHASES:
-        e2e.mixed(bench, paths, size)
+        e2e.mixed(bench, paths)
     if "e2e_campaign" in PHASES:
-        e2e.campaign(bench, paths, contacts, size)
+        e2e.campaign(bench, paths, contacts)
     if "inprocess" in PHASES:
         inprocess.run(bench)
     if "e2e_per_event" in PHASES:
-        e2e.per_event(bench, paths, size)
+        e2e.per_event(bench, paths)
     if "scaling" in PHASES:
-        e2e.scaling(bench, paths, contacts, size)
+        e2e.scaling(bench, paths, contacts)
     if "priority" in PHASES:
         if "scaling" not in PHASES:  # the flood's contacts are stream b's: apply it first
-            e2e.run_e2e(bench, "priority_seed", paths["stream_b"], size)
+            e2e.run_e2e(bench, "priority_seed", paths["stream_b"])
         # The flood and the consent changes name contacts the CRM knows (stream b's, as far as applied).
         known = db.known_contacts("b", contacts)
         bench.details["phases"].setdefault("priority_contacts", {})["known"] = len(known)
@@ -82,8 +82,8 @@ def run_phases(bench: Bench, paths: dict[str, Path], contacts: int, tenants: int
         backfill.run(bench)
 
 
-def write_streams(bench: Bench, contacts: int, tenants: int) -> tuple[dict[str, Path], int]:
-    """Streams a and b and the drain sample, written as JSONL: their paths, and stream a's length."""
+def write_streams(bench: Bench, contacts: int, tenants: int) -> dict[str, Path]:
+    """Streams a and b and the drain sample, written as JSONL: their paths."""
     from bench import stream
 
     stream_a = stream.generate(contacts, tenants, tag="a")
@@ -95,6 +95,7 @@ def write_streams(bench: Bench, contacts: int, tenants: int) -> tuple[dict[str, 
     stream.write_jsonl(drain_jobs, str(paths["drain"]))
     bench.details["stream_sizes"] = {
         "stream_events": len(stream_a),
+        "stream_b_events": len(stream_b),
         "stream_contacts": contacts,
         "tenants": tenants,
         "by_type": dict(sorted({j["name"]: 0 for j in stream_a}.items())),
@@ -105,7 +106,7 @@ def write_streams(bench: Bench, contacts: int, tenants: int) -> tuple[dict[str, 
     }
     for job in stream_a:
         bench.details["stream_sizes"]["by_type"][job["name"]] += 1
-    return paths, len(stream_a)
+    return paths
 
 
 def main() -> int:
