@@ -64,6 +64,7 @@ class BackfillResult:
     dry_run: bool = False
     resumed_after_line: int = 0  # rows up to this line were committed by an earlier run
     seconds: float = 0.0
+    overlapped_chunks: int = 0  # chunks written while the one before them was (crm.services.backfill_lanes)
 
     def merge(self, tally: "Tally", *, rows: int) -> None:
         self.rows += rows
@@ -86,6 +87,7 @@ class Item:
     statement: ContactStatement | None
     reason: str = ""
     disposition: str = ""
+    keys: frozenset[str] = frozenset()  # set by the bulk plan: what makes it about the same person as another row
 
 
 @dataclass(frozen=True)
@@ -305,8 +307,9 @@ def backfill_apply(
     """Apply the file's statements (module doc). Each chunk commits with the checkpoint; `resume` starts
     after the checkpoint's last line. A dry run is one transaction, rolled back at the end, so it reports
     exactly what a real run would change (and writes no checkpoint)."""
-    # In the body: backfill_bulk and backfill_pipeline import this module's row types.
+    # In the body: backfill_bulk, backfill_lanes and backfill_pipeline import this module's row types.
     from crm.services.backfill_bulk import plan_bulk
+    from crm.services.backfill_lanes import chunks_apply_in_lanes
     from crm.services.backfill_pipeline import validated_chunks
 
     started = time.monotonic()
@@ -322,12 +325,20 @@ def backfill_apply(
         result=result,
     )
 
+    def progress() -> None:
+        if on_progress is not None:
+            on_progress(result)
+
     def apply_all(chunks: Iterator[list[Item]]) -> None:
+        # Two chunks at once on two connections, unless the caller's transaction must hold every write
+        # (a dry run, or a caller inside a transaction) or the reference path is asked for.
+        if not row_by_row and not connection.in_atomic_block:
+            result.overlapped_chunks = chunks_apply_in_lanes(chunks, run, after_chunk=progress)
+            return
         for items in chunks:
             _chunk_apply(items, run)
             del items  # dropped before the next chunk arrives: at most two are alive
-            if on_progress is not None:
-                on_progress(result)
+            progress()
 
     def run_all() -> None:
         if row_by_row:  # the reference path stays in one process
@@ -350,11 +361,12 @@ def backfill_apply(
     result.rejections.sort(key=lambda r: r.line)
     result.seconds = time.monotonic() - started
     logger.info(
-        "backfill_done file=%s rows=%d dry_run=%s bulk=%s seconds=%.1f %s",
+        "backfill_done file=%s rows=%d dry_run=%s bulk=%s overlapped_chunks=%d seconds=%.1f %s",
         source.path.name,
         result.rows,
         dry_run,
         not row_by_row,
+        result.overlapped_chunks,
         result.seconds,
         " ".join(f"{k}={v}" for k, v in result.counts.items()),
     )

@@ -124,17 +124,26 @@ def _lookups(rows: list[ContactStatement]) -> _Lookups:
     return _Lookups(tenants, links, found["email"], found["phone"])
 
 
-def _keys(row: ContactStatement, lookups: _Lookups) -> set[str]:
-    """Everything that makes two rows of a chunk about the same person (or the same profile)."""
+def identity_keys(row: ContactStatement) -> set[str]:
+    """The row's contactId, and its email and phone within its tenant: what the file itself says makes two
+    rows about the same person."""
     keys = {f"contact:{row.contact_id}"}
+    keys.update(
+        f"{name}:{row.tenant_external_id}:{value}"
+        for name, value in (("email", row.email), ("phone", row.phone))
+        if value
+    )
+    return keys
+
+
+def _keys(row: ContactStatement, lookups: _Lookups) -> set[str]:
+    """Everything that makes two rows of a chunk about the same person (or the same profile): its identity
+    keys, and the profiles its contactId, email and phone reach."""
+    keys = identity_keys(row)
     tenant_id = lookups.tenants.get(row.tenant_external_id)
-    for name, value, matches in (
-        ("email", row.email, lookups.by_email),
-        ("phone", row.phone, lookups.by_phone),
-    ):
-        if value:
-            keys.add(f"{name}:{row.tenant_external_id}:{value}")
-            if tenant_id is not None:  # a tenant the CRM does not have yet has no profiles
+    if tenant_id is not None:  # a tenant the CRM does not have yet has no profiles
+        for value, matches in ((row.email, lookups.by_email), (row.phone, lookups.by_phone)):
+            if value:
                 keys.update(f"profile:{pk}" for pk in matches.get((tenant_id, value), ()))
     link = lookups.links.get(row.contact_id)
     if link is not None:
@@ -221,6 +230,8 @@ def plan_bulk(items: list[Item]) -> list[Step]:
     valid = [(item, item.statement) for item in items if item.statement is not None]
     lookups = _lookups([row for _, row in valid])
     keys = {id(item): _keys(row, lookups) for item, row in valid}
+    for item, _ in valid:
+        item.keys = frozenset(keys[id(item)])
     seen = Counter(key for item_keys in keys.values() for key in item_keys)
     maybe_unchanged: list[tuple[Item, ContactStatement]] = []
     for item, row in valid:
