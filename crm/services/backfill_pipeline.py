@@ -90,11 +90,13 @@ def _receive(pipe: Connection, process: BaseProcess) -> tuple[str, Any]:
 def _stop(pipe: Connection, process: BaseProcess) -> None:
     with suppress(OSError):  # it has already gone
         pipe.send(_STOP)
+    # Closed before waiting: a worker blocked sending a chunk nobody will read (larger than the pipe's buffer)
+    # then fails at once (BrokenPipeError) instead of after the wait.
+    pipe.close()
     process.join(_STOP_WAIT_S)
     if process.is_alive():  # busy validating a chunk nobody will use
         process.terminate()
         process.join()
-    pipe.close()
 
 
 @contextmanager

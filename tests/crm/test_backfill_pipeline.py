@@ -5,6 +5,7 @@ worker that fails or dies stops the run with a clear error, after the chunks com
 import multiprocessing
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,30 @@ def test_an_interrupted_run_leaves_no_worker_behind(tmp_path: Path) -> None:
         contacts_backfill(path=path, chunk_rows=50, on_progress=interrupt)
     assert multiprocessing.active_children() == []
     assert Profile.objects.count() == 50
+
+
+def test_an_interrupted_run_stops_a_worker_blocked_sending_without_killing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 2,000 rows are larger than the pipe's buffer: when the run stops, the worker is blocked
+    sending the next one. Closing the pipe ends it at once; it is not left to the terminate after the wait."""
+    path = tmp_path / "contacts.jsonl"
+    write_jsonl(path, 6_000, bad_every=0)
+    terminated = []
+    real_terminate = multiprocessing.process.BaseProcess.terminate
+
+    def spy(process: multiprocessing.process.BaseProcess) -> None:
+        terminated.append(process.name)
+        real_terminate(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate", spy)
+
+    def interrupt(result: BackfillResult) -> None:
+        time.sleep(0.5)  # the worker has validated the next chunk and is sending it
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        contacts_backfill(path=path, chunk_rows=2_000, on_progress=interrupt)
+    assert terminated == []
+    assert multiprocessing.active_children() == []
+    assert Profile.objects.count() == 2_000
