@@ -34,7 +34,7 @@ from crm.services.contacts import ContactStatement, contact_statement_apply
 logger = logging.getLogger(__name__)
 
 OUTCOMES = ("created", "linked", "updated", "unchanged")
-CHUNK_ROWS = 5_000  # bulk path: rows read, planned and written together
+CHUNK_ROWS = 2_500  # bulk path: rows read, planned and written together
 ROW_BY_ROW_CHUNK_ROWS = 500  # per-row path: rows per transaction
 # Rows applied by contact_statement_apply per transaction in the bulk path: each holds up to three advisory
 # locks until commit, and the lock table is shared (max_locks_per_transaction x connections).

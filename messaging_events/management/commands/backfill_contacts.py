@@ -53,7 +53,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--chunk-size",
             type=int,
-            help="Rows read and committed together (default 5000; 500 with --row-by-row).",
+            help="Rows read and committed together (default 2500; 500 with --row-by-row).",
         )
         parser.add_argument(
             "--resume",
