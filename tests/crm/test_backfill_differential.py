@@ -196,6 +196,30 @@ def _differences(left: dict, right: dict) -> list[str]:
     return found
 
 
+def _both_ways(path: Path, chunk_rows: int) -> tuple[dict, BackfillResult]:
+    """The file per row and in bulk, each from the same live state: the bulk tables and report, which must
+    be the per-row path's."""
+    _live_state()
+    reference, reference_result = _import(path, row_by_row=True, chunk_rows=chunk_rows)
+    crm_flush()
+    _live_state()
+    bulk, bulk_result = _import(path, row_by_row=False, chunk_rows=chunk_rows)
+    assert _differences(reference, bulk) == []
+    assert _report(bulk_result) == _report(reference_result)
+    return bulk, bulk_result
+
+
+def _all_unchanged(first: BackfillResult) -> dict[str, int]:
+    """The counts of a second run of the file `first` imported."""
+    return {
+        "created": 0,
+        "linked": 0,
+        "updated": 0,
+        "unchanged": first.rows - first.counts["rejected"],
+        "rejected": first.counts["rejected"],
+    }
+
+
 @pytest.fixture
 def written_in_bulk(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Rows written by the set-based writer (a spy: the writer still runs)."""
@@ -240,26 +264,13 @@ def test_bulk_and_row_by_row_give_the_same_tables(
     path = tmp_path / f"generated-{seed}.jsonl"
     path.write_text("\n".join(lines) + "\n")
 
-    _live_state()
-    reference, reference_result = _import(path, row_by_row=True, chunk_rows=chunk_rows)
-    crm_flush()
-    _live_state()
-    bulk, bulk_result = _import(path, row_by_row=False, chunk_rows=chunk_rows)
-
-    assert _differences(reference, bulk) == []
-    assert _report(bulk_result) == _report(reference_result)
+    bulk, bulk_result = _both_ways(path, chunk_rows)
     assert sum(written_in_bulk) >= 10  # both ways of the bulk path were exercised
     assert bulk_result.counts["created"] > 5 and bulk_result.counts["rejected"] >= 3
     assert bulk_result.counts["linked"] + bulk_result.counts["updated"] > 0
 
     again = contacts_backfill(path=path, as_of=AS_OF, chunk_rows=chunk_rows)  # bulk, a second time
-    assert again.counts == {
-        "created": 0,
-        "linked": 0,
-        "updated": 0,
-        "unchanged": bulk_result.rows - bulk_result.counts["rejected"],
-        "rejected": bulk_result.counts["rejected"],
-    }
+    assert again.counts == _all_unchanged(bulk_result)
     after = crm_snapshot()
     assert {t: rows for t, rows in after.items() if t != "Activity"} == {
         t: rows for t, rows in bulk.items() if t != "Activity"
@@ -317,7 +328,7 @@ def _new_people(block: int, size: int) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_bulk_in_two_lanes_gives_the_same_tables(tmp_path: Path, written_in_bulk: list[int]) -> None:
+def test_bulk_in_two_lanes_gives_the_same_tables(tmp_path: Path) -> None:
     """Outside a transaction the bulk path writes two chunks at once (crm.services.backfill_lanes). Every third
     chunk holds only new people, so it overlaps the chunk before it; the generated chunks (shared people,
     stubs, newer live consent, bad rows) may not, and go after the chunk before them. The tables and the
@@ -332,21 +343,8 @@ def test_bulk_in_two_lanes_gives_the_same_tables(tmp_path: Path, written_in_bulk
     path = tmp_path / "lanes.jsonl"
     path.write_text("\n".join(lines) + "\n")
 
-    _live_state()
-    reference, reference_result = _import(path, row_by_row=True, chunk_rows=chunk_rows)
-    crm_flush()
-    _live_state()
-    bulk, bulk_result = _import(path, row_by_row=False, chunk_rows=chunk_rows)
-
-    assert _differences(reference, bulk) == []
-    assert _report(bulk_result) == _report(reference_result)
+    _, bulk_result = _both_ways(path, chunk_rows)
     chunks = -(-len(lines) // chunk_rows)
     assert 0 < bulk_result.overlapped_chunks < chunks
     again = contacts_backfill(path=path, as_of=AS_OF, chunk_rows=chunk_rows)
-    assert again.counts == {
-        "created": 0,
-        "linked": 0,
-        "updated": 0,
-        "unchanged": bulk_result.rows - bulk_result.counts["rejected"],
-        "rejected": bulk_result.counts["rejected"],
-    }
+    assert again.counts == _all_unchanged(bulk_result)
