@@ -85,7 +85,9 @@ def _assert_deliveries(stream_keys: list[str], expected: dict[str, int]) -> dict
 
 
 def test_bridge_killed_with_sigkill_mid_stream_several_times(processes: Processes) -> None:
-    stream = known_stream("rk", 250)
+    # Each round lasts about the lock's expiry and the stalled check (6 to 7 s), while the heir drains about 95
+    # jobs/s: 600 contacts (about 2,300 jobs) leave jobs waiting for the third kill. 250 did not on a fast host.
+    stream = known_stream("rk", 600)
     publish_jobs(stream.jobs)
     _worker, bridge = _start_pipeline(processes, SLOW_BRIDGE_ENV)
     rounds, stranded_keys = [], set()
