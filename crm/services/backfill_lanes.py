@@ -1,30 +1,31 @@
-"""The bulk backfill writes two chunks at once, each on its own database connection, and commits them in file order.
+"""The bulk backfill writes several chunks at once (`LANES`), each on its own database connection, and commits
+them in file order.
 
 A chunk's time is mostly PostgreSQL's (inserting its rows and index entries, checking their foreign keys at
-commit), on one backend, one core. With two chunks in flight, a second backend works while the first one's
-chunk is written and committed; the parent's own work and the validating process fill the gaps.
+commit), on one backend, one core. With chunks in flight on several backends, one is written while another
+commits and a third waits its turn; the parent's own work and the validating process fill the gaps.
 
-Each chunk runs in a thread of its own (a Django connection of its own), and at most two are alive. Chunk n+1
-overlaps chunk n only when it cannot change what chunk n does, nor be changed by it:
+Each chunk runs in a thread of its own (a Django connection of its own). A chunk overlaps the chunks before it
+that are still in flight (its plan cannot see their rows) only when it cannot change what they do, nor be
+changed by them:
 
-- before it starts: no row of n+1 shares a contactId, or an email or phone within its tenant, with a row of n
-  (`backfill_bulk.identity_keys`);
-- its plan (made without n's rows, which are not committed yet): every row is new, unchanged or rejected
-  (nothing goes through `contact_statement_apply`), and every tenant it names exists. Its writes are then new
-  profiles and the rows that hang from them, on keys chunk n never touches, so neither can wait for a lock
-  the other holds;
-- once chunk n has committed, before its own commit: no profile its rows reached (`Item.keys`) was reached by
-  a row of chunk n, whose writes could have made one of n+1's "unchanged" rows changed.
+- before it starts: no row of it shares a contactId, or an email or phone within its tenant, with a row of
+  those chunks (`backfill_bulk.identity_keys`);
+- its plan: every row is new, unchanged or rejected (nothing goes through `contact_statement_apply`), and
+  every tenant it names exists. Its writes are then new profiles and the rows that hang from them, on keys
+  the chunks before it never touch, so neither side can wait for a lock the other holds;
+- once the chunk before it has committed, before its own commit: no profile its rows reached (`Item.keys`)
+  was reached by a row of those chunks, whose writes could have made one of its "unchanged" rows changed.
 
-Otherwise, or when its transaction fails with a retryable error, chunk n+1 rolls back, waits for chunk n, and
-is applied as in one lane (`backfill._chunk_apply`), seeing everything chunk n committed. So the effect is
-that of applying the chunks one after another, in file order.
+Otherwise, or when its transaction fails with a retryable error, it rolls back, waits for the chunk before
+it, and is applied as in one lane (`backfill._chunk_apply`), seeing everything committed before it. So the
+effect is that of applying the chunks one after another, in file order.
 
-Commits stay in file order: chunk n+1 waits for chunk n inside its transaction, before it advances the
-checkpoint. So `--resume` after a crash still continues after the last committed line, and if chunk n fails,
-chunk n+1 rolls back. While it waits, it checks that chunk n is not waiting for it, through a chain of
-locks PostgreSQL cannot see the end of (a live worker waiting for n+1's new contact link, say, while chunk n
-waits for that worker): if so, it rolls back and goes after chunk n instead.
+Commits stay in file order: a chunk waits for the chunk before it inside its transaction, before it advances
+the checkpoint. So `--resume` after a crash still continues after the last committed line, and if a chunk
+fails, the chunks after it roll back. While it waits, it checks that no chunk before it is waiting for it,
+through a chain of locks PostgreSQL cannot see the end of (a live worker waiting for this chunk's new contact
+link, say, while an earlier chunk waits for that worker): if so, it rolls back and goes after them instead.
 """
 
 import logging
@@ -49,12 +50,13 @@ from crm.services.backfill_bulk import identity_keys
 
 logger = logging.getLogger(__name__)
 
+LANES = 3  # chunks in flight at most
 _POLL_S = 0.05
 
-# Whether the backend `waiter` is blocked, directly or through other backends, by the backend `holder`.
+# Whether any of the backends `waiters` is blocked, directly or through other backends, by the backend `holder`.
 _BLOCKED_BY_SQL = """
 WITH RECURSIVE chain (pid) AS (
-    SELECT unnest(pg_blocking_pids(%s))
+    SELECT unnest(pg_blocking_pids(waiter)) FROM unnest(%s::int[]) AS waiter
     UNION
     SELECT unnest(pg_blocking_pids(chain.pid)) FROM chain
 )
@@ -100,30 +102,32 @@ def _tenants_exist(items: list[Item]) -> bool:
     return Tenant.objects.filter(external_id__in=names).count() == len(names)
 
 
-def _waited_on_by(previous: _Flight) -> bool:
-    """Whether the chunk before this one is blocked, through any chain of backends, by this chunk's."""
-    if previous.backend_pid is None:
+def _waited_on_by(unseen: list[_Flight]) -> bool:
+    """Whether a chunk before this one is blocked, through any chain of backends, by this chunk's."""
+    pids = [f.backend_pid for f in unseen if f.backend_pid is not None and not f.done.is_set()]
+    if not pids:
         return False
     with connection.cursor() as cursor:
-        cursor.execute(_BLOCKED_BY_SQL, [previous.backend_pid, connection.connection.info.backend_pid])
+        cursor.execute(_BLOCKED_BY_SQL, [pids, connection.connection.info.backend_pid])
         return bool(cursor.fetchone()[0])
 
 
-def _commit_after(previous: _Flight, flight: _Flight) -> None:
-    """Inside this chunk's transaction: wait until the chunk before it has committed (module doc)."""
+def _commit_after(flight: _Flight, previous: _Flight, unseen: list[_Flight]) -> None:
+    """Inside this chunk's transaction: wait until the chunk before it has committed (and so every chunk
+    before that), then check that none of those its plan could not see reached what its rows reached."""
     while not previous.done.wait(_POLL_S):
-        if _waited_on_by(previous):
+        if _waited_on_by(unseen):
             logger.info("backfill_lane_yield line=%d", flight.items[0].line)
             raise _InOrder
     if previous.error is not None:
         raise _Abandoned
-    if not flight.keys.isdisjoint(previous.keys):
+    if any(not flight.keys.isdisjoint(earlier.keys) for earlier in unseen):
         raise _InOrder
 
 
-def _overlapped_apply(flight: _Flight, previous: _Flight, run: _Run) -> None:
-    """Plan and write the chunk while the chunk before it is still in flight, then commit after it, or raise
-    _InOrder (rolled back) when it may not overlap (module doc)."""
+def _overlapped_apply(flight: _Flight, previous: _Flight, unseen: list[_Flight], run: _Run) -> None:
+    """Plan and write the chunk while the chunks `unseen` (the last of them the one before it) are still in
+    flight, then commit after them, or raise _InOrder (rolled back) when it may not overlap (module doc)."""
     tally = Tally()
     with transaction.atomic():
         _transaction_settings()
@@ -132,19 +136,24 @@ def _overlapped_apply(flight: _Flight, previous: _Flight, run: _Run) -> None:
         if any(step.kind == "row" for step in steps) or not _tenants_exist(flight.items):
             raise _InOrder
         applied = _steps_apply(steps, tally, run.row_budget)
-        _commit_after(previous, flight)
+        _commit_after(flight, previous, unseen)
         if run.checkpoint is not None:
             checkpoint_advance(run.checkpoint, last_line=flight.items[-1].line, rows=applied, tally=tally)
     flight.overlapped = True
     run.result.merge(tally, rows=applied)
 
 
-def _lane(flight: _Flight, previous: _Flight | None, run: _Run) -> None:
+def _lane(flight: _Flight, ahead: list[_Flight], run: _Run) -> None:
+    """Apply one chunk; `ahead` are the chunks before it that were still in flight when it started."""
     try:
         flight.backend_pid = _backend_pid()
-        if previous is not None and not previous.done.is_set() and flight.identity.isdisjoint(previous.identity):
+        previous = ahead[-1] if ahead else None
+        # Chunks done by now have committed: this chunk's plan sees their rows.
+        unseen = [earlier for earlier in ahead if not earlier.done.is_set()]
+        if previous in unseen and all(flight.identity.isdisjoint(earlier.identity) for earlier in unseen):
+            assert previous is not None
             try:
-                _overlapped_apply(flight, previous, run)
+                _overlapped_apply(flight, previous, unseen, run)
                 return
             except _InOrder:
                 pass
@@ -184,15 +193,15 @@ def chunks_apply_in_lanes(chunks: Iterator[list[Item]], run: _Run, after_chunk: 
 
     try:
         for items in chunks:
-            previous = in_flight[-1][0] if in_flight else None
+            ahead = [earlier for earlier, _ in in_flight]
             flight = _Flight(items, _identity_keys(items))
             thread = threading.Thread(
-                target=_lane, args=(flight, previous, run), name=f"backfill-lane-{items[0].line}", daemon=True
+                target=_lane, args=(flight, ahead, run), name=f"backfill-lane-{items[0].line}", daemon=True
             )
             thread.start()
             in_flight.append((flight, thread))
-            del items, flight, previous  # a chunk is dropped once its lane is done
-            if len(in_flight) > 1:
+            del items, flight, ahead  # a chunk is dropped once its lane is done
+            if len(in_flight) >= LANES:
                 finish_oldest()
         while in_flight:
             finish_oldest()

@@ -65,6 +65,31 @@ def test_a_chunk_naming_a_person_of_the_chunk_in_flight_goes_after_it(
     assert Profile.objects.count() == 2
 
 
+def test_a_chunk_naming_a_person_of_any_chunk_in_flight_goes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three chunks in flight: lc-3 shares lc-1's phone, two chunks back, while lc-2 between them names no one
+    else. lc-2 overlaps lc-1; lc-3 waits, then links to lc-1's profile."""
+    tenant_get_or_create("lanes")
+    path = _file(
+        tmp_path / "two-back.jsonl",
+        [
+            {"contactId": "lc-1", "phoneNumber": "+27825550101", "smsOptIn": True},
+            {"contactId": "lc-2", "email": "second@example.com"},
+            {"contactId": "lc-3", "phoneNumber": "+27825550101", "lastName": "Ngata"},
+        ],
+    )
+    _slowed(monkeypatch, backfill_bulk, "new_contacts_write", {"lc-1"}, 0.8)
+
+    result = contacts_backfill(path=path, chunk_rows=1)
+
+    assert result.overlapped_chunks == 1
+    assert result.counts == {"created": 2, "linked": 1, "updated": 0, "unchanged": 0, "rejected": 0}
+    first = Profile.objects.get(contact_links__messaging_contact_id="lc-1")
+    assert sorted(first.contact_links.values_list("messaging_contact_id", flat=True)) == ["lc-1", "lc-3"]
+    assert first.last_name == "Ngata" and first.sms_opt_in is True
+
+
 def test_a_chunk_that_the_chunk_before_it_waits_for_lets_it_go_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
