@@ -168,3 +168,39 @@ def test_a_chunk_that_the_chunk_before_it_waits_for_lets_it_go_first(
     assert Profile.objects.count() == 1
     assert Profile.objects.get(pk=profile.pk).first_name == "Ben"
     assert result.counts["created"] == 0 and result.rows == 2
+
+
+def test_a_chunk_whose_contact_is_linked_while_it_overlaps_goes_after_the_chunk_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unique violation on the new contact link of an overlapping chunk (a live worker linked the contact
+    after the plan: simulated on the chunk's own connection, so it is rolled back with it) is retryable: the
+    chunk rolls back, waits for the chunk before it and is planned again, and the run goes on."""
+    tenant_get_or_create("lanes")
+    path = _file(
+        tmp_path / "raced.jsonl",
+        [{"contactId": "ld-1", "email": "one@example.com"}, {"contactId": "ld-2", "email": "two@example.com"}],
+    )
+    _slowed(monkeypatch, backfill_bulk, "new_contacts_write", {"ld-1"}, 0.5)
+    plan_bulk = backfill_bulk.plan_bulk
+    raced: list[int] = []
+
+    def planned_then_raced(items: list) -> Any:
+        steps = plan_bulk(items)
+        if not raced and any(item.statement.contact_id == "ld-2" for item in items):
+            raced.append(connection.connection.info.backend_pid)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO crm_contactlink (tenant_id, profile_id, messaging_contact_id, created_at)"
+                    " SELECT id, 0, 'ld-2', now() FROM crm_tenant WHERE external_id = 'lanes'"
+                )
+        return steps
+
+    monkeypatch.setattr(backfill_bulk, "plan_bulk", planned_then_raced)
+
+    result = contacts_backfill(path=path, chunk_rows=1)
+
+    assert raced, "the second chunk was planned while the first was in flight"
+    assert result.overlapped_chunks == 0
+    assert result.counts == {"created": 2, "linked": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+    assert ContactLink.objects.filter(messaging_contact_id__startswith="ld-").count() == 2
