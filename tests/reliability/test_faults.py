@@ -135,6 +135,7 @@ def _batch_carrying(key: str) -> UnackedMessage:
 
 # The message.sent of contact 60 of the first stream, and those of contacts 25 and 100 of the second: held
 # (uncommitted inbox rows), they stop their batches at the claim, so each kill lands inside a running batch.
+# The Redis restart test holds the same event of its stream, so that its outage lands inside a batch too.
 LOST_AT, STRANDED_AT = 4 * 60 + 1, (4 * 25 + 1, 4 * 100 + 1)
 
 
@@ -297,21 +298,26 @@ def _once_loaded(read: Callable[[], T]) -> T:
 
 def test_redis_restart_mid_stream_reconnects_without_restarts_or_spin(processes: Processes) -> None:
     stream = known_stream("rr", 250)
-    publish_jobs(stream.jobs)
-    worker, bridge = _start_pipeline(processes, SLOW_BRIDGE_ENV)
-    wait_until(lambda: applied_count("rr") >= 20 and active_job_ids() and unacked_batches(), 90, interval=0.01)
-    active_before, unacked_before = active_job_ids(), unacked_batches()
+    # The batch carrying one held event waits at its claim through the outage: the worker holds an
+    # unacknowledged batch when Redis goes down, however fast the other batches run (they did, once).
+    with claims_held([stream.jobs[LOST_AT]]) as holder:
+        publish_jobs(stream.jobs)
+        worker, bridge = _start_pipeline(processes, SLOW_BRIDGE_ENV)
+        wait_until(lambda: applied_count("rr") >= 20 and active_job_ids(), 90, interval=0.01)
+        _children_waiting_at_a_claim(worker, holder, 1)
+        active_before, unacked_before = active_job_ids(), unacked_batches()
 
-    watched = [psutil.Process(bridge.pid), psutil.Process(worker.pid), *_worker_children(worker.pid)]
-    cpu_before, outage_started = _cpu_seconds(watched), time.monotonic()
-    # Down for longer than the visibility timeout: a reconnecting worker restores the batches it
-    # held at once (kombu's restore at poll init) instead of at its sweep ~100 s later.
-    restart_redis(down_for_s=VISIBILITY_TIMEOUT_S + 2.0)
-    outage_s = time.monotonic() - outage_started
-    # Read at once (with what was read just before): the worker needs 2 s or more to reconnect.
-    unacked_at_fault = {**unacked_before, **_once_loaded(unacked_batches)}
-    active_at_fault = set(active_before) | set(_once_loaded(active_job_ids))
-    cpu_during = _cpu_seconds(watched) - cpu_before
+        watched = [psutil.Process(bridge.pid), psutil.Process(worker.pid), *_worker_children(worker.pid)]
+        cpu_before, outage_started = _cpu_seconds(watched), time.monotonic()
+        # Down for longer than the visibility timeout: a reconnecting worker restores the batches it
+        # held at once (kombu's restore at poll init) instead of at its sweep ~100 s later.
+        restart_redis(down_for_s=VISIBILITY_TIMEOUT_S + 2.0)
+        outage_s = time.monotonic() - outage_started
+        # Read at once (with what was read just before): the worker needs 2 s or more to reconnect.
+        unacked_at_fault = {**unacked_before, **_once_loaded(unacked_batches)}
+        active_at_fault = set(active_before) | set(_once_loaded(active_job_ids))
+        cpu_during = _cpu_seconds(watched) - cpu_before
+    assert stream.keys[LOST_AT] in event_keys(unacked_at_fault), "the held batch was unacknowledged at the fault"
     assert unacked_at_fault, "the worker held unacknowledged batches when Redis went down"
     assert active_at_fault, "the bridge held active jobs when Redis went down"
     # Four processes over the outage: a spinning one would burn about a core by itself.
