@@ -64,7 +64,7 @@ class BackfillResult:
     dry_run: bool = False
     resumed_after_line: int = 0  # rows up to this line were committed by an earlier run
     seconds: float = 0.0
-    overlapped_chunks: int = 0  # chunks written while the one before them was (crm.services.backfill_lanes)
+    overlapped_chunks: int = 0  # chunks written while the ones before them were (crm.services.backfill_lanes)
 
     def merge(self, tally: "Tally", *, rows: int) -> None:
         self.rows += rows
@@ -330,8 +330,8 @@ def backfill_apply(
             on_progress(result)
 
     def apply_all(chunks: Iterator[list[Item]]) -> None:
-        # Two chunks at once on two connections, unless the caller's transaction must hold every write
-        # (a dry run, or a caller inside a transaction) or the reference path is asked for.
+        # Several chunks at once, each on its own connection (backfill_lanes), unless the caller's transaction
+        # must hold every write (a dry run, or a caller inside a transaction) or the reference path is asked for.
         if not row_by_row and not connection.in_atomic_block:
             result.overlapped_chunks = chunks_apply_in_lanes(chunks, run, after_chunk=progress)
             return

@@ -70,11 +70,14 @@ class _Flight:
 
     items: list[Item]
     identity: frozenset[str]  # the identity keys of its rows
-    keys: set[str] = field(default_factory=set)  # every key its plans gave its rows (identity and profiles)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     backend_pid: int | None = None
     overlapped: bool = False
+
+    def reached(self) -> set[str]:
+        """Every key the plan that applied each row gave it (identity and profiles: `Item.keys`)."""
+        return {key for item in self.items for key in item.keys}
 
 
 class _InOrder(Exception):
@@ -121,7 +124,8 @@ def _commit_after(flight: _Flight, previous: _Flight, unseen: list[_Flight]) -> 
             raise _InOrder
     if previous.error is not None:
         raise _Abandoned
-    if any(not flight.keys.isdisjoint(earlier.keys) for earlier in unseen):
+    reached = flight.reached()
+    if any(not reached.isdisjoint(earlier.reached()) for earlier in unseen):
         raise _InOrder
 
 
@@ -132,7 +136,6 @@ def _overlapped_apply(flight: _Flight, previous: _Flight, unseen: list[_Flight],
     with transaction.atomic():
         _transaction_settings()
         steps = run.planner(flight.items)
-        flight.keys.update(key for item in flight.items for key in item.keys)
         if any(step.kind == "row" for step in steps) or not _tenants_exist(flight.items):
             raise _InOrder
         applied = _steps_apply(steps, tally, run.row_budget)
@@ -162,7 +165,6 @@ def _lane(flight: _Flight, ahead: list[_Flight], run: _Run) -> None:
                     raise
         _wait_for(previous)
         _chunk_apply(flight.items, run)
-        flight.keys.update(key for item in flight.items for key in item.keys)
     except BaseException as exc:  # reported by the main thread, which stops the run
         flight.error = exc
     finally:
@@ -176,8 +178,8 @@ def _backend_pid() -> int:
 
 
 def chunks_apply_in_lanes(chunks: Iterator[list[Item]], run: _Run, after_chunk: Callable[[], None]) -> int:
-    """Apply the chunks two at a time (module doc); `after_chunk` runs in this thread after each chunk, in
-    file order. Returns how many chunks overlapped the one before them. The first failure is raised once
+    """Apply the chunks, up to `LANES` at a time (module doc); `after_chunk` runs in this thread after each
+    chunk, in file order. Returns how many chunks overlapped the ones before them. The first failure is raised once
     every lane has stopped."""
     in_flight: list[tuple[_Flight, threading.Thread]] = []
     overlapped = 0
