@@ -5,7 +5,8 @@ A chunk's time is mostly PostgreSQL's (inserting its rows and index entries, che
 commit), on one backend, one core. With chunks in flight on several backends, one is written while another
 commits and a third waits its turn; the parent's own work and the validating process fill the gaps.
 
-Each chunk runs in a thread of its own (a Django connection of its own). A chunk overlaps the chunks before it
+Each lane is a thread with a Django connection of its own, kept from one chunk to the next (a new backend
+would load its catalog caches and prepare every statement again for each chunk). A chunk overlaps the chunks before it
 that are still in flight (its plan cannot see their rows) only when it cannot change what they do, nor be
 changed by them:
 
@@ -29,6 +30,7 @@ link, say, while an earlier chunk waits for that worker): if so, it rolls back a
 """
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -168,8 +170,8 @@ def _lane(flight: _Flight, ahead: list[_Flight], run: _Run) -> None:
     except BaseException as exc:  # reported by the main thread, which stops the run
         flight.error = exc
     finally:
+        connection.close_if_unusable_or_obsolete()  # a broken connection is not handed to the next chunk
         flight.done.set()
-        connection.close()  # this thread's own connection
 
 
 def _backend_pid() -> int:
@@ -181,33 +183,56 @@ def chunks_apply_in_lanes(chunks: Iterator[list[Item]], run: _Run, after_chunk: 
     """Apply the chunks, up to `LANES` at a time (module doc); `after_chunk` runs in this thread after each
     chunk, in file order. Returns how many chunks overlapped the ones before them. The first failure is raised once
     every lane has stopped."""
-    in_flight: list[tuple[_Flight, threading.Thread]] = []
+    in_flight: list[_Flight] = []
     overlapped = 0
+    lanes = [_LaneThread(n) for n in range(LANES)]
 
     def finish_oldest() -> None:
         nonlocal overlapped
-        flight, thread = in_flight.pop(0)
-        thread.join()
+        flight = in_flight.pop(0)
+        flight.done.wait()
         if flight.error is not None:
             raise flight.error
         overlapped += flight.overlapped
         after_chunk()
 
     try:
-        for items in chunks:
-            ahead = [earlier for earlier, _ in in_flight]
+        for number, items in enumerate(chunks):
+            ahead = list(in_flight)
             flight = _Flight(items, _identity_keys(items))
-            thread = threading.Thread(
-                target=_lane, args=(flight, ahead, run), name=f"backfill-lane-{items[0].line}", daemon=True
-            )
-            thread.start()
-            in_flight.append((flight, thread))
+            # Chunk n goes to lane n % LANES, whose previous chunk (n - LANES) is done: at most LANES are in flight.
+            lanes[number % LANES].start(flight, ahead, run)
+            in_flight.append(flight)
             del items, flight, ahead  # a chunk is dropped once its lane is done
             if len(in_flight) >= LANES:
                 finish_oldest()
         while in_flight:
             finish_oldest()
     finally:
-        for _, thread in in_flight:  # after a failure: the lanes still running roll back (_Abandoned)
-            thread.join()
+        for lane in lanes:  # after a failure: the chunks still in flight roll back (_Abandoned) first
+            lane.stop()
     return overlapped
+
+
+class _LaneThread:
+    """A thread that applies the chunks given to it one at a time (`_lane`), on one connection, closed at `stop`."""
+
+    def __init__(self, number: int) -> None:
+        self._chunks: queue.SimpleQueue[tuple[_Flight, list[_Flight], _Run] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._apply_each, name=f"backfill-lane-{number}", daemon=True)
+        self._thread.start()
+
+    def start(self, flight: _Flight, ahead: list[_Flight], run: _Run) -> None:
+        self._chunks.put((flight, ahead, run))
+
+    def stop(self) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+
+    def _apply_each(self) -> None:
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                _lane(*chunk)
+                del chunk
+        finally:
+            connection.close()  # this thread's own connection

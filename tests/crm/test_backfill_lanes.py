@@ -204,3 +204,33 @@ def test_a_chunk_whose_contact_is_linked_while_it_overlaps_goes_after_the_chunk_
     assert result.overlapped_chunks == 0
     assert result.counts == {"created": 2, "linked": 0, "updated": 0, "unchanged": 0, "rejected": 0}
     assert ContactLink.objects.filter(messaging_contact_id__startswith="ld-").count() == 2
+
+
+def test_each_lane_keeps_one_connection_for_all_its_chunks_and_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve chunks through three lanes: three backends in all (a new one per chunk would load its caches and
+    prepare every statement again), none of them left connected once the import is done."""
+    import crm.services.backfill_lanes as backfill_lanes
+
+    tenant_get_or_create("lanes")
+    path = _file(
+        tmp_path / "twelve.jsonl", [{"contactId": f"lk-{n}", "email": f"lk{n}@example.com"} for n in range(12)]
+    )
+    pids: list[int] = []
+    real_pid = backfill_lanes._backend_pid
+
+    def recorded_pid() -> int:
+        pid = real_pid()
+        pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(backfill_lanes, "_backend_pid", recorded_pid)
+
+    result = contacts_backfill(path=path, chunk_rows=1)
+
+    assert result.counts["created"] == 12
+    assert len(pids) == 12 and len(set(pids)) == backfill_lanes.LANES
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [sorted(set(pids))])
+        assert cursor.fetchone()[0] == 0
