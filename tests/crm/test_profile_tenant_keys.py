@@ -1,4 +1,5 @@
-"""Every row a profile owns names its profile's tenant, and the database refuses any other (crm.models.owning_profile)."""
+"""Every row a profile owns names its profile's tenant, and the database refuses any other
+(crm.models.owning_profile)."""
 
 import pytest
 from django.apps import apps
