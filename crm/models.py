@@ -23,13 +23,6 @@ class Tenant(models.Model):
         return self.name or self.external_id
 
 
-# Every row a profile owns also names the profile's tenant, so that tenant-scoped queries need no join. The
-# database checks the pair: one composite foreign key (profile_id, tenant_id) -> profile (id, tenant_id) on each
-# such table (migration 0009), instead of one key to the profile and one to the tenant. A row can then never
-# name another tenant than its profile's, and each insert costs one key check, not two (docs/decisions.md).
-PROFILE_TENANT_KEY = "profile_id_tenant"
-
-
 class Profile(models.Model):
     # No index of its own: profile_tenant_email starts with it (one index less to write per profile).
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="profiles", db_index=False)
@@ -68,7 +61,7 @@ class Profile(models.Model):
             models.Index(fields=["tenant", "phone"], name="profile_tenant_phone"),
         ]
         # What the composite keys of the rows a profile owns reference (owning_profile).
-        constraints = [models.UniqueConstraint(fields=["id", "tenant"], name=PROFILE_TENANT_KEY)]
+        constraints = [models.UniqueConstraint(fields=["id", "tenant"], name="profile_id_tenant")]
 
     def __str__(self) -> str:
         name = f"{self.first_name} {self.last_name}".strip()
@@ -78,6 +71,10 @@ class Profile(models.Model):
         return getattr(self, f"{channel}_opt_in")
 
 
+# Every row a profile owns also names the profile's tenant, so that tenant-scoped queries need no join. The
+# database checks the pair: one composite foreign key (profile_id, tenant_id) -> profile (id, tenant_id) on each
+# such table (migration 0009), instead of one key to the profile and one to the tenant. A row can then never
+# name another tenant than its profile's, and each insert costs one key check, not two (docs/decisions.md).
 def owning_tenant(related_name: str = "+") -> Any:
     return models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name=related_name, db_constraint=False)
 

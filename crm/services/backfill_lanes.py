@@ -6,7 +6,8 @@ commit), on one backend, one core. With chunks in flight on several backends, on
 commits and a third waits its turn; the parent's own work and the validating process fill the gaps.
 
 Each lane is a thread with a Django connection of its own, kept from one chunk to the next (a new backend
-would load its catalog caches and prepare every statement again for each chunk). A chunk overlaps the chunks before it
+would load its catalog caches and prepare every statement again for each chunk) and renewed as the workers'
+connections are: past `CONN_MAX_AGE`, or once an error left it unusable. A chunk overlaps the chunks before it
 that are still in flight (its plan cannot see their rows) only when it cannot change what they do, nor be
 changed by them:
 
@@ -170,7 +171,7 @@ def _lane(flight: _Flight, ahead: list[_Flight], run: _Run) -> None:
     except BaseException as exc:  # reported by the main thread, which stops the run
         flight.error = exc
     finally:
-        connection.close_if_unusable_or_obsolete()  # a broken connection is not handed to the next chunk
+        connection.close_if_unusable_or_obsolete()  # as close_old_connections does between a worker's tasks
         flight.done.set()
 
 
